@@ -1,0 +1,1 @@
+"""lian-build plugin: Local Docker engine compute provider."""

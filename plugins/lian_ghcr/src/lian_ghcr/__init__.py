@@ -1,0 +1,1 @@
+"""lian-build plugin: GitHub Container Registry."""

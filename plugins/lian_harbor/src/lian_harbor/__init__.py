@@ -1,0 +1,1 @@
+"""lian-build plugin: Harbor registry."""

@@ -1,0 +1,1 @@
+"""lian-build plugin: Hetzner Cloud compute provider."""

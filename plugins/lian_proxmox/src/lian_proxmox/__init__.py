@@ -1,0 +1,1 @@
+"""lian-build plugin: Proxmox VE compute provider."""

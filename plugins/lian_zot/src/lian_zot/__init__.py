@@ -1,0 +1,1 @@
+"""lian-build plugin: zot / OCI distribution registry."""
