@@ -173,6 +173,12 @@ class RegistryProvider(abc.ABC):
         self.settings = settings
         self.secrets = secrets
 
+    @classmethod
+    def defaults_for_image(cls, registry_host: str) -> dict[str, Any]:
+        """Settings implied by an image's registry host, for flat-argument builds
+        (``lian build --image 127.0.0.1:5000/app:1`` with no registry settings)."""
+        return {}
+
     @property
     @abc.abstractmethod
     def host(self) -> str:

@@ -19,6 +19,7 @@ EXIT_PROVISION = 4
 EXIT_BUILD = 5
 EXIT_REGISTRY = 6
 EXIT_TIMEOUT = 7
+EXIT_NOT_READY = 8
 EXIT_CANCELLED = 130
 
 
@@ -128,6 +129,13 @@ class Cancelled(LianError):
     exit_code = EXIT_CANCELLED
 
 
+class ProbeFailed(LianError):
+    """``lian integrate``: one or more readiness checks failed."""
+
+    code = "NOT_READY"
+    exit_code = EXIT_NOT_READY
+
+
 ALL_ERRORS: tuple[type[LianError], ...] = (
     LianError,
     InvalidInput,
@@ -141,4 +149,5 @@ ALL_ERRORS: tuple[type[LianError], ...] = (
     SecretError,
     TimeBudgetExceeded,
     Cancelled,
+    ProbeFailed,
 )

@@ -1,0 +1,102 @@
+"""Built-in NATS event sink: ``<prefix>.<workspace>.build.<kind>``, best effort.
+
+nats-py is asynchronous; the sink runs one event loop on a private thread so the
+synchronous pipeline can publish without owning a loop. NATS failures never fail a
+build: the first failure is logged and the sink goes quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any
+
+from lian_build import api, hookimpl
+
+log = logging.getLogger("lian.events.nats")
+
+CONNECT_TIMEOUT_S = 2.0
+PUBLISH_TIMEOUT_S = 2.0
+
+
+def subject_for(prefix: str, workspace: str, kind: str) -> str:
+    """``<prefix>.<workspace>.build.<kind>``; a dotted kind ("integrate.completed") names
+    its own family instead of ``build``."""
+    # A dot would split the workspace into two subject tokens.
+    token = workspace.replace(".", "_")
+    family = kind if "." in kind else f"build.{kind}"
+    return f"{prefix}.{token}.{family}"
+
+
+def event_payload(event: api.BuildEvent) -> bytes:
+    body: dict[str, Any] = {
+        "kind": event.kind,
+        "workspace": event.workspace,
+        "session_id": event.session_id,
+        "timestamp": event.timestamp.isoformat(),
+        "data": dict(event.data),
+    }
+    return json.dumps(body, sort_keys=True, default=str).encode()
+
+
+class NatsSink(api.EventSink):
+    name = "nats"
+
+    def __init__(self, settings: api.EventSettings) -> None:
+        assert settings.nats_url
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="lian-nats", daemon=True)
+        self._thread.start()
+        self._nc: Any = None
+        self._broken = False
+
+    def _call(self, coro: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _connect(self) -> Any:
+        import nats
+
+        options: dict[str, Any] = {
+            "servers": [self.settings.nats_url],
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "allow_reconnect": False,
+            "max_reconnect_attempts": 0,
+        }
+        if self.settings.nkey_seed:
+            options["nkeys_seed_str"] = self.settings.nkey_seed
+        return await nats.connect(**options)
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        if self._nc is None:
+            self._nc = await self._connect()
+        await self._nc.publish(subject, payload)
+        await self._nc.flush(timeout=PUBLISH_TIMEOUT_S)
+
+    def emit(self, event: api.BuildEvent) -> None:
+        if self._broken:
+            return
+        subject = subject_for(self.settings.subject_prefix, event.workspace, event.kind)
+        try:
+            self._call(self._publish(subject, event_payload(event)), CONNECT_TIMEOUT_S + 3)
+        except Exception as exc:
+            self._broken = True
+            log.warning("NATS events disabled for this run: %s: %s", type(exc).__name__, exc)
+
+    def close(self) -> None:
+        try:
+            if self._nc is not None:
+                self._call(self._nc.drain(), PUBLISH_TIMEOUT_S + 1)
+        except Exception as exc:
+            log.debug("NATS drain failed: %s", exc)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+
+@hookimpl
+def lian_register_event_sinks(register: api.Register, settings: api.EventSettings) -> None:
+    if settings.nats_url:
+        register(NatsSink(settings))

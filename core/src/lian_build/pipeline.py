@@ -1,0 +1,464 @@
+"""The build lifecycle: spawn -> wait for SSH -> sync -> build -> push -> record -> destroy.
+
+One attempt per tier in the plan (the first tier, plus at most MAX_OOM_RETRIES more
+after an out-of-memory failure). The runner is destroyed in a ``finally`` that signals
+cannot interrupt; a runner whose id never reached us (a signal during spawn) is found by
+its session label and destroyed too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from lian_build import api, oom
+from lian_build.errors import (
+    BuildFailed,
+    LianError,
+    OutOfMemory,
+    RegistryError,
+    RemoteError,
+)
+from lian_build.events import EventBus
+from lian_build.lifecycle import Lifecycle
+from lian_build.plan import Plan
+from lian_build.plugins import PluginHost
+from lian_build.progress import Progress
+from lian_build.secrets import SecretStore
+
+if TYPE_CHECKING:
+    from lian_build.remote.ssh import ClientKey, SSHRemote
+
+log = logging.getLogger("lian.pipeline")
+
+SSH_WAIT_S = 180.0
+EXPIRY_GRACE_S = 15 * 60  # a reaper may destroy a runner this long after its budget ran out
+
+
+def runner_labels(plan: Plan, expires_at: dt.datetime) -> dict[str, str]:
+    """Labels every provider puts on its machines; reaping finds runners by them."""
+    return {
+        "lian.managed": "true",
+        "lian.session": plan.session_id,
+        "lian.workspace": plan.intent.workspace[:63],
+        "lian.expires-at": str(int(expires_at.timestamp())),
+    }
+
+
+@attrs.frozen
+class CgroupReading:
+    oom_kills: int | None = None
+    peak_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+
+# Locates the runner's own memory cgroup (v1 or v2) from /proc/self/cgroup and prints the
+# counters. A fixed script: nothing user-supplied is interpolated into it.
+_CGROUP_SCRIPT = r"""
+v2=$(awk -F: '$1=="0"{print $3}' /proc/self/cgroup)
+v1m=$(awk -F: '$2 ~ /(^|,)memory(,|$)/{print $3}' /proc/self/cgroup)
+v1c=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/{print $3}' /proc/self/cgroup)
+for d in "/sys/fs/cgroup/memory$v1m" /sys/fs/cgroup/memory; do
+  if [ -r "$d/memory.oom_control" ]; then
+    echo "oom_control $(grep oom_kill "$d/memory.oom_control" | awk '{print $2}')"
+    echo "peak $(cat "$d/memory.max_usage_in_bytes")"; break
+  fi
+done
+for d in "/sys/fs/cgroup/cpuacct$v1c" "/sys/fs/cgroup/cpu,cpuacct$v1c"; do
+  if [ -r "$d/cpuacct.usage" ]; then echo "cpu_ns $(cat "$d/cpuacct.usage")"; break; fi
+done
+if [ -r "/sys/fs/cgroup$v2/memory.events" ]; then
+  echo "oom_events $(awk '$1=="oom_kill"{print $2}' "/sys/fs/cgroup$v2/memory.events")"
+  [ -r "/sys/fs/cgroup$v2/memory.peak" ] && echo "peak $(cat "/sys/fs/cgroup$v2/memory.peak")"
+  echo "cpu_us $(awk '$1=="usage_usec"{print $2}' "/sys/fs/cgroup$v2/cpu.stat")"
+fi
+true
+"""
+
+
+def parse_cgroup_report(text: str) -> CgroupReading:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip():
+            values.setdefault(key, value.strip())
+
+    def number(key: str) -> int | None:
+        try:
+            return int(values[key])
+        except (KeyError, ValueError):
+            return None
+
+    kills = number("oom_control")
+    if kills is None:
+        kills = number("oom_events")
+    cpu = number("cpu_ns")
+    cpu_s = cpu / 1e9 if cpu is not None else None
+    if cpu_s is None and number("cpu_us") is not None:
+        cpu_s = (number("cpu_us") or 0) / 1e6
+    return CgroupReading(oom_kills=kills, peak_bytes=number("peak"), cpu_seconds=cpu_s)
+
+
+def read_cgroup(remote: api.Remote) -> CgroupReading:
+    try:
+        result = remote.run(["sh", "-c", _CGROUP_SCRIPT], timeout=30)
+    except LianError as exc:
+        log.debug("cannot read the runner's cgroup: %s", exc)
+        return CgroupReading()
+    return parse_cgroup_report(result.stdout)
+
+
+@attrs.define
+class AttemptResult:
+    tier: api.Tier
+    runner_id: str | None = None
+    outcome: api.BuildOutcome | None = None
+    verdict: oom.OomVerdict | None = None
+    builder: str | None = None
+    sync: dict[str, Any] = attrs.field(factory=dict)
+    before: CgroupReading = CgroupReading()
+    after: CgroupReading = CgroupReading()
+    duration_s: float = 0.0
+
+
+class BuildPipeline:
+    def __init__(
+        self,
+        plan: Plan,
+        host: PluginHost,
+        store: SecretStore,
+        progress: Progress,
+        lifecycle: Lifecycle,
+        *,
+        client_key: ClientKey,
+        ssh_wait_s: float = SSH_WAIT_S,
+    ) -> None:
+        self.plan = plan
+        self.host = host
+        self.store = store
+        self.progress = progress
+        self.lifecycle = lifecycle
+        self.client_key = client_key
+        self.ssh_wait_s = ssh_wait_s
+        self.events = EventBus(
+            host.event_sinks(self._event_settings()),
+            workspace=plan.intent.workspace,
+            session_id=plan.session_id,
+            redact=store.redact,
+        )
+        self.attempts: list[AttemptResult] = []
+        self.started = time.monotonic()
+
+    def _event_settings(self) -> api.EventSettings:
+        events = self.plan.intent.events
+        if events.nkey_seed is None and self.plan.intent.nkey_seed_ref:
+            return attrs.evolve(events, nkey_seed=self.store(self.plan.intent.nkey_seed_ref))
+        return events
+
+    # ------------------------------------------------------------------ public
+
+    def summary(self) -> dict[str, Any]:
+        """Partial result, also attached to error envelopes."""
+        plan = self.plan
+        last = self.attempts[-1] if self.attempts else None
+        return {
+            "session_id": plan.session_id,
+            "workspace": plan.intent.workspace,
+            "image": str(plan.intent.image),
+            "provider": plan.compute.name,
+            "registry": plan.registry.name,
+            "size": attrs.asdict(plan.size),
+            "tiers_tried": [a.tier.name for a in self.attempts],
+            "retries": max(0, len(self.attempts) - 1),
+            "tier": last.tier.name if last else None,
+            "phases": dict(self.progress.phases),
+        }
+
+    def run(self) -> dict[str, Any]:
+        plan = self.plan
+        intent = plan.intent
+        self.events.emit(
+            "started",
+            {"image": str(intent.image), "provider": plan.compute.name, "size": attrs.asdict(plan.size)},
+        )
+        try:
+            result = self._run()
+        except LianError as exc:
+            kind = "cancelled" if exc.code == "CANCELLED" else "failed"
+            self.events.emit(kind, {"code": exc.code, "message": exc.message, **self.summary()})
+            raise
+        except BaseException as exc:
+            self.events.emit("failed", {"code": "INTERNAL", "message": type(exc).__name__})
+            raise
+        finally:
+            self.events.close()
+        return result
+
+    # ------------------------------------------------------------------ internals
+
+    def _run(self) -> dict[str, Any]:
+        plan = self.plan
+        intent = plan.intent
+        # Resolve every secret and check the registry before paying for a machine.
+        build_secrets = {sid: self.store(ref) for sid, ref in intent.secrets}
+        auth = plan.registry.auth()
+        if auth is not None:
+            self.store.remember(auth.password)
+        with self.progress.phase("registry", f"checking {plan.registry.host}"):
+            plan.registry.check()
+        self._reap_expired()
+
+        attempt: AttemptResult | None = None
+        for index, tier in enumerate(plan.attempts):
+            attempt = self._attempt(tier, auth, build_secrets)
+            self.attempts.append(attempt)
+            outcome = attempt.outcome
+            assert outcome is not None
+            self._record(attempt)
+            if outcome.exit_code == 0:
+                break
+            verdict = attempt.verdict
+            is_last = index + 1 >= len(plan.attempts)
+            if verdict is not None and verdict.is_oom and not is_last:
+                nxt = plan.attempts[index + 1]
+                self.progress.info(
+                    f"out of memory on {tier.name} ({verdict.reason}); retrying once on {nxt.name}"
+                )
+                self.events.emit(
+                    "retry", {"from_tier": tier.name, "to_tier": nxt.name, "reason": verdict.reason}
+                )
+                continue
+            tail = self.store.redact(outcome.stderr_tail[-2000:])
+            if verdict is not None and verdict.is_oom:
+                raise OutOfMemory(
+                    f"the build ran out of memory on {tier.name} ({verdict.reason}) and no larger "
+                    "tier is left to retry on",
+                    details={"tiers_tried": [a.tier.name for a in self.attempts], "log_tail": tail},
+                )
+            raise BuildFailed(
+                f"the build failed on {tier.name} with exit code {outcome.exit_code}",
+                details={"exit_code": outcome.exit_code, "log_tail": tail},
+            )
+        assert attempt is not None and attempt.outcome is not None
+        digest = self._verify_push(attempt.outcome)
+        result = {
+            **self.summary(),
+            "digest": digest,
+            "tags": list(intent.tags),
+            "builder": attempt.builder,
+            "cache": {
+                "mode": intent.cache.mode,
+                "imports": list(plan.cache_refs.imports),
+                "exports": list(plan.cache_refs.exports),
+                "cached_steps": attempt.outcome.cached_steps,
+                "total_steps": attempt.outcome.total_steps,
+            },
+            "sync": attempt.sync,
+            "peak_memory_bytes": attempt.after.peak_bytes,
+            "duration_s": round(time.monotonic() - self.started, 3),
+        }
+        self.events.emit("completed", {"digest": digest, **self.summary()})
+        return result
+
+    def _reap_expired(self) -> None:
+        from lian_build.reap import reap_expired
+
+        try:
+            reap_expired(self.plan.compute, log=self.progress.info)
+        except LianError as exc:
+            log.warning("reaping expired runners failed: %s", exc.message)
+
+    def _attempt(
+        self, tier: api.Tier, auth: api.RegistryAuth | None, build_secrets: Mapping[str, str]
+    ) -> AttemptResult:
+        from lian_build.remote.ssh import SSHRemote, generate_host_key
+
+        plan = self.plan
+        attempt = AttemptResult(tier=tier)
+        started = time.monotonic()
+        budget_s = plan.size.time_budget_min * 60
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=budget_s + EXPIRY_GRACE_S)
+        request = api.SpawnRequest(
+            session_id=plan.session_id,
+            workspace=plan.intent.workspace,
+            tier=tier,
+            labels=runner_labels(plan, expires),
+            authorized_key=self.client_key.public_openssh,
+            host_key=generate_host_key(),
+            runner_image=plan.intent.runner.image,
+            expires_at=expires,
+        )
+        runner: api.Runner | None = None
+        remote: SSHRemote | None = None
+        try:
+            with self.progress.phase("provision", f"{plan.compute.name} runner, tier {tier.name}"):
+                runner = plan.compute.spawn(request)
+            attempt.runner_id = runner.id
+            self.events.emit("runner", {"runner_id": runner.id, "tier": tier.name})
+            with self.progress.phase("ssh", f"{runner.user}@{runner.host}:{runner.port}"):
+                remote = SSHRemote.connect(
+                    runner, self.client_key, wait_timeout_s=self.ssh_wait_s, log=self.progress.info
+                )
+            attempt.outcome, attempt.builder = self._build_on(remote, attempt, auth, build_secrets)
+            if attempt.outcome.exit_code != 0:
+                state = _safe_inspect(plan.compute, runner.id)
+                kills = None
+                if attempt.after.oom_kills is not None:
+                    kills = attempt.after.oom_kills - (attempt.before.oom_kills or 0)
+                attempt.verdict = oom.classify(
+                    attempt.outcome.exit_code,
+                    attempt.outcome.stderr_tail,
+                    oom_kills=kills,
+                    runner_state=state,
+                )
+        except RemoteError as exc:
+            if runner is None or exc.code != "CONNECTION_LOST":
+                raise
+            # The daemon or the machine died mid-build: on a memory-limited runner that is
+            # most often the OOM killer (buildkitd itself killed).
+            state = _safe_inspect(plan.compute, runner.id)
+            attempt.outcome = api.BuildOutcome(exit_code=-1, stderr_tail=exc.message)
+            attempt.verdict = oom.classify(
+                None, exc.message, runner_state=state, connection_lost=True
+            )
+        finally:
+            attempt.duration_s = time.monotonic() - started
+            with self.lifecycle.shielded():
+                self._teardown(remote, runner, request)
+        return attempt
+
+    def _build_on(
+        self,
+        remote: SSHRemote,
+        attempt: AttemptResult,
+        auth: api.RegistryAuth | None,
+        build_secrets: Mapping[str, str],
+    ) -> tuple[api.BuildOutcome, str]:
+        from lian_build.builders import select_builder
+        from lian_build.remote.dockerconfig import install_docker_config
+        from lian_build.remote.sync import sync_context
+
+        plan = self.plan
+        paths = plan.paths
+        remote.run(["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir])
+        with self.progress.phase("sync", str(plan.intent.context)):
+            stats = sync_context(plan.intent.context, remote, paths.context_dir, log=self.progress.info)
+        attempt.sync = attrs.asdict(stats)
+        docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
+        for sid, value in build_secrets.items():
+            remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
+        builder = select_builder(plan.intent.builder, plan.builders, remote)
+        job = plan.job(docker_config_dir=docker_config)
+        attempt.before = read_cgroup(remote)
+        with self.progress.phase("build", f"{builder.name} on {attempt.tier.name}"):
+            outcome = builder.build(job, remote, self.progress.line)
+        attempt.after = read_cgroup(remote)
+        return outcome, builder.name
+
+    def _teardown(
+        self, remote: SSHRemote | None, runner: api.Runner | None, request: api.SpawnRequest
+    ) -> None:
+        compute = self.plan.compute
+        with self.progress.phase("destroy", runner.id if runner else f"session {request.session_id}"):
+            if remote is not None:
+                try:
+                    remote.run(["rm", "-rf", self.plan.paths.work_dir], timeout=30)
+                except Exception as exc:  # the machine is destroyed next anyway
+                    log.debug("remote cleanup failed: %s", exc)
+                remote.close()
+            ids = [runner.id] if runner else []
+            try:
+                # Anything of this session the provider created but never returned to us.
+                found = compute.list_runners({"lian.session": request.session_id})
+                ids += [info.id for info in found if info.id not in ids]
+            except Exception as exc:
+                log.warning("listing runners of session %s failed: %s", request.session_id, exc)
+            for runner_id in ids:
+                try:
+                    compute.destroy(runner_id)
+                except Exception as exc:
+                    log.error(
+                        "could not destroy runner %s (%s); `lian reap` will retry by label",
+                        runner_id,
+                        exc,
+                    )
+
+    def _verify_push(self, outcome: api.BuildOutcome) -> str:
+        primary = self.plan.intent.tags[0]
+        with self.progress.phase("verify", primary):
+            digest = self.plan.registry.manifest_digest(primary)
+        if digest is None:
+            raise RegistryError(
+                f"the build reported success but {primary} is not in the registry",
+                code="PUSH_NOT_FOUND",
+            )
+        if outcome.digest and outcome.digest != digest:
+            raise RegistryError(
+                f"{primary} points at {digest}, not at the pushed {outcome.digest} "
+                "(another writer pushed the same tag?)",
+                code="DIGEST_MISMATCH",
+                details={"pushed": outcome.digest, "registry": digest},
+            )
+        return digest
+
+    def _record(self, attempt: AttemptResult) -> None:
+        outcome = attempt.outcome
+        self.host.record_metrics(
+            api.BuildMetrics(
+                workspace=self.plan.intent.workspace,
+                session_id=self.plan.session_id,
+                provider=self.plan.compute.name,
+                tier=attempt.tier.name,
+                cpu=attempt.tier.cpu,
+                memory_gb=int(attempt.tier.memory_gb) or 1,
+                peak_memory_bytes=attempt.after.peak_bytes,
+                cpu_seconds=_delta(attempt.before.cpu_seconds, attempt.after.cpu_seconds),
+                duration_s=round(attempt.duration_s, 3),
+                succeeded=outcome is not None and outcome.exit_code == 0,
+                oom=bool(attempt.verdict and attempt.verdict.is_oom),
+                finished_at=dt.datetime.now(dt.UTC),
+            )
+        )
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    if after is None:
+        return None
+    return round(after - (before or 0.0), 3)
+
+
+def _safe_inspect(compute: api.ComputeProvider, runner_id: str) -> api.RunnerState | None:
+    try:
+        return compute.inspect(runner_id)
+    except Exception as exc:
+        log.debug("inspect %s failed: %s", runner_id, exc)
+        return None
+
+
+def run_build(
+    plan: Plan,
+    host: PluginHost,
+    store: SecretStore,
+    progress: Progress,
+    *,
+    client_key: ClientKey,
+    install_signals: bool = True,
+    on_pipeline: Callable[[BuildPipeline], None] | None = None,
+) -> dict[str, Any]:
+    """Run a planned build with signal handling and the time budget armed."""
+    lifecycle = Lifecycle()
+    pipeline = BuildPipeline(plan, host, store, progress, lifecycle, client_key=client_key)
+    if on_pipeline:
+        on_pipeline(pipeline)
+    if install_signals:
+        lifecycle.install(time_budget_s=plan.size.time_budget_min * 60)
+    try:
+        return pipeline.run()
+    finally:
+        lifecycle.uninstall()
+
