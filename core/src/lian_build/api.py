@@ -286,6 +286,7 @@ class Builder(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    requirement: ClassVar[str] = ""  # what a runner needs, for "runner lacks X" messages
 
     @abc.abstractmethod
     def available(self, remote: Remote) -> bool:
