@@ -156,6 +156,7 @@ def test_session_reads_ci_cache_and_writes_only_dev(e2e, tmp_path, workspace):
     ci_cache_repo = f"ci/{workspace}/{workspace}"
     tags_before = httpx.get(f"{e2e.registry.url}/v2/{ci_cache_repo}/tags/list").json()["tags"]
 
+    (ctx / "hello.txt").write_text("alice was here\n")  # a new layer for the session to export
     session_image = f"{e2e.registry.host}/apps/{workspace}:dev"
     dev = lian(e2e.flags(workspace, ctx, session_image, "--mode", "session", "--actor", "alice"))
     assert dev.returncode == 0, dev.stderr
@@ -197,7 +198,8 @@ def test_private_registry_password_never_leaks(e2e, oci_registry_auth, tmp_path,
     flags = e2e.flags(workspace, ctx, image)
     flags[flags.index(f"url=http://{e2e.registry.host}")] = f"url=http://{host}"
     flags += ["--registry-opt", f"username={oci_registry_auth.username}",
-              "--registry-opt", "password_ref=env:LIAN_E2E_REGISTRY_PASSWORD", "-v"]
+              "--registry-opt", "password_ref=env:LIAN_E2E_REGISTRY_PASSWORD"]
+    flags.insert(0, "-vv")  # debug logging on: the password must still not show
     run = lian(flags, env={"LIAN_E2E_REGISTRY_PASSWORD": oci_registry_auth.password})
     assert run.returncode == 0, run.stderr
     assert oci_registry_auth.password not in run.stdout

@@ -65,7 +65,7 @@ v1m=$(awk -F: '$2 ~ /(^|,)memory(,|$)/{print $3}' /proc/self/cgroup)
 v1c=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/{print $3}' /proc/self/cgroup)
 for d in "/sys/fs/cgroup/memory$v1m" /sys/fs/cgroup/memory; do
   if [ -r "$d/memory.oom_control" ]; then
-    echo "oom_control $(grep oom_kill "$d/memory.oom_control" | awk '{print $2}')"
+    echo "oom_control $(awk '$1=="oom_kill"{print $2}' "$d/memory.oom_control")"
     echo "peak $(cat "$d/memory.max_usage_in_bytes")"; break
   fi
 done

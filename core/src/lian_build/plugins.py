@@ -309,6 +309,9 @@ def structure_settings(cls: Any, settings: Mapping[str, Any], prefix: str) -> An
     try:
         return converter.structure(dict(settings), settings_cls)
     except cattrs.ClassValidationError as exc:
+        inner = _first_lian_error(exc)
+        if inner is not None:
+            raise inner from None  # a settings validator's own error names its field
         problems = cattrs.transform_error(exc, path=prefix)
         raise InvalidInput(
             f"invalid {prefix} settings for {cls.name!r}: " + "; ".join(problems),
@@ -319,3 +322,13 @@ def structure_settings(cls: Any, settings: Mapping[str, Any], prefix: str) -> An
         raise
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"invalid {prefix} settings for {cls.name!r}: {exc}", field=prefix) from None
+
+
+def _first_lian_error(exc: BaseException) -> LianError | None:
+    if isinstance(exc, LianError):
+        return exc
+    for sub in getattr(exc, "exceptions", ()):
+        found = _first_lian_error(sub)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,468 @@
+"""A small OCI distribution client shared by the registry plugins.
+
+It speaks the distribution API (``/v2/...``) and the auth dance registries expect: try
+anonymously, then answer the ``WWW-Authenticate`` challenge with basic credentials or a
+bearer token fetched from the challenge's realm. Tokens are cached per scope. httpx is
+imported inside the methods so importing this module stays cheap for ``lian --help``.
+
+Every failure is a ``RegistryError`` whose code is one of ``REGISTRY_UNAUTHORIZED``,
+``REGISTRY_UNREACHABLE`` or ``REGISTRY_ERROR``; messages name the registry host and the
+OCI error code, never a password or token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from lian_build.errors import InvalidInput, RegistryError
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("lian.registry")
+
+UNAUTHORIZED = "REGISTRY_UNAUTHORIZED"
+UNREACHABLE = "REGISTRY_UNREACHABLE"
+ERROR = "REGISTRY_ERROR"
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
+
+# A registry that keeps answering with a "next" link must not loop us forever.
+MAX_PAGES = 10_000
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_reference(reference: str) -> tuple[str, str, str]:
+    """Split ``host[:port]/repo[:tag|@digest]`` into ``(host, repo, ref)``; ref defaults
+    to ``latest``. Only the shape is checked here; ``lian_build.validate`` owns the rules."""
+    host, slash, rest = reference.partition("/")
+    if not slash or not rest or not ("." in host or ":" in host or host == "localhost"):
+        raise InvalidInput(
+            f"image reference {reference!r} must start with a registry host "
+            "(host[:port]/repository[:tag])",
+            field="reference",
+        )
+    repo, at, ref = rest.partition("@")
+    tag_colon = repo.rfind(":")
+    if tag_colon > repo.rfind("/"):
+        repo, tag = repo[:tag_colon], repo[tag_colon + 1 :]
+        ref = ref if at else tag
+    elif not at:
+        ref = "latest"
+    if not repo or not ref:
+        raise InvalidInput(f"image reference {reference!r} has an empty part", field="reference")
+    return host, repo, ref
+
+
+def is_digest(reference: str) -> bool:
+    return bool(_DIGEST.match(reference))
+
+
+def local_repository(host: str, repository: str) -> str:
+    """``host/a/b`` -> ``a/b``; a name without this host's prefix is returned unchanged."""
+    prefix = host + "/"
+    return repository[len(prefix) :] if repository.startswith(prefix) else repository
+
+
+def host_of(url: str) -> str:
+    """``https://host:port/...`` -> ``host:port``: how the registry appears in references."""
+    return urlsplit(url).netloc
+
+
+def check_url(url: str, field: str = "url") -> str:
+    """An http(s) URL with a host, without a trailing slash; InvalidInput otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise InvalidInput(
+            f"{field} must be an http:// or https:// URL with a host, got {url!r}", field=field
+        )
+    return url.rstrip("/")
+
+
+def oci_error(response: httpx.Response) -> tuple[str, str]:
+    """The first ``{"errors":[{"code","message"}]}`` entry (or GitHub's ``{"message"}``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        return str(errors[0].get("code") or ""), str(errors[0].get("message") or "")
+    return "", str(body.get("message") or "")
+
+
+def error_from_response(
+    host: str, response: httpx.Response, action: str, *, secrets: tuple[str | None, ...] = ()
+) -> RegistryError:
+    """A RegistryError for a refused request, naming the host, status and OCI error code."""
+    status = response.status_code
+    code, detail = oci_error(response)
+    message = f"registry {host}: {action} failed with HTTP {status}"
+    if code:
+        message += f" {code}"
+    if detail:
+        message += f" ({detail})"
+    for secret in secrets:
+        if secret:  # a server echoing a credential back must not leak it
+            message = message.replace(secret, "***")
+    return RegistryError(
+        message,
+        code=UNAUTHORIZED if status in (401, 403) else ERROR,
+        details={"host": host, "status": status, "oci_code": code or None},
+    )
+
+
+def unreachable(host: str, action: str, exc: Exception) -> RegistryError:
+    return RegistryError(
+        f"registry {host} unreachable during {action}: {type(exc).__name__}: {exc}",
+        code=UNREACHABLE,
+        details={"host": host},
+    )
+
+
+def api_request(
+    method: str,
+    url: str,
+    *,
+    action: str,
+    ok: tuple[int, ...] = (200,),
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    verify: bool = True,
+    timeout: float = 30.0,
+) -> httpx.Response:
+    """One call to a product API next to a registry (Harbor's, GitHub's Packages API),
+    with the client's error mapping. A status outside ``ok`` raises RegistryError."""
+    import httpx
+
+    host = host_of(url)
+    try:
+        response = httpx.request(
+            method, url, headers=headers, auth=auth, verify=verify, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise unreachable(host, action, exc) from None
+    if response.status_code not in ok:
+        bearer = (headers or {}).get("Authorization", "").partition(" ")[2]
+        raise error_from_response(
+            host, response, action, secrets=(auth[1] if auth else None, bearer or None)
+        )
+    return response
+
+
+@attrs.frozen
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header: scheme in lower case and its parameters."""
+
+    scheme: str
+    params: dict[str, str]
+
+    @classmethod
+    def parse(cls, header: str) -> Challenge | None:
+        scheme, _, rest = header.strip().partition(" ")
+        if not scheme:
+            return None
+        params = {m[1].lower(): m[2] or m[3] for m in _CHALLENGE_PARAM.finditer(rest)}
+        return cls(scheme=scheme.lower(), params=params)
+
+
+def _base_url(url: str) -> str:
+    return check_url(url, "base_url")
+
+
+# --------------------------------------------------------------------------- client
+
+
+@attrs.define
+class OciClient:
+    """Distribution API client for one registry. Use as a context manager or ``close()``.
+
+    ``token_url_override`` replaces the realm of a bearer challenge (a registry behind a
+    proxy that advertises an unreachable realm). ``transport`` is an httpx transport.
+    """
+
+    base_url: str = attrs.field(converter=_base_url)
+    username: str | None = attrs.field(default=None, kw_only=True)
+    password: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    token_url_override: str | None = attrs.field(default=None, kw_only=True)
+    timeout: float = attrs.field(default=30.0, kw_only=True)
+    verify: bool = attrs.field(default=True, kw_only=True)
+    transport: Any = attrs.field(default=None, kw_only=True, repr=False)
+    _http: Any = attrs.field(default=None, init=False, repr=False)
+    _tokens: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
+    _use_basic: bool = attrs.field(default=False, init=False, repr=False)
+
+    @property
+    def host(self) -> str:
+        return host_of(self.base_url)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> OciClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- API
+
+    def ping(self, *, scope: str | None = None) -> None:
+        """``GET /v2/`` with the credentials. ``scope`` is the token scope to ask for
+        (registries such as GHCR advertise a placeholder scope on ``/v2/``)."""
+        response = self._send("GET", "/v2/", scope=scope, force_scope=scope is not None)
+        if response.status_code != 200:
+            raise self._error(response, "GET /v2/")
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """Digest of the manifest (or index) ``reference`` names, None when absent."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send(
+            "HEAD", path, scope=pull_scope(repository), headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._error(response, f"HEAD {path}")
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return str(digest)
+        # Not every registry sends the header: the digest is the hash of the exact bytes.
+        _, body = self.get_manifest(repository, reference)
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
+        """``(media_type, raw bytes)`` of a manifest; RegistryError when absent."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send(
+            "GET", path, scope=pull_scope(repository), headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code != 200:
+            raise self._error(response, f"GET {path}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if not media_type:
+            try:
+                media_type = str(response.json().get("mediaType", ""))
+            except (ValueError, AttributeError):
+                media_type = ""
+        return media_type, response.content
+
+    def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
+        """Every tag, following ``Link`` pagination; [] for an unknown repository."""
+        return list(
+            self._paged(f"/v2/{repository}/tags/list", "tags", pull_scope(repository), page_size)
+        )
+
+    def catalog(self, *, page_size: int | None = None) -> list[str]:
+        """Every repository the credentials may see (``/v2/_catalog``)."""
+        return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", page_size))
+
+    def delete(self, repository: str, reference: str, *, missing_ok: bool = False) -> None:
+        """Delete a manifest. A tag is resolved to its digest first: registries delete
+        by digest only, which removes every tag pointing at it."""
+        digest = reference if is_digest(reference) else self.manifest_digest(repository, reference)
+        if digest is None:
+            if missing_ok:
+                return
+            raise RegistryError(
+                f"registry {self.host}: cannot delete {repository}:{reference}: "
+                "MANIFEST_UNKNOWN (no such tag)",
+                code=ERROR,
+                details={"host": self.host, "status": 404, "oci_code": "MANIFEST_UNKNOWN"},
+            )
+        path = f"/v2/{repository}/manifests/{digest}"
+        response = self._send("DELETE", path, scope=f"repository:{repository}:delete")
+        if response.status_code in (200, 202) or (response.status_code == 404 and missing_ok):
+            return
+        raise self._error(response, f"DELETE {path}")
+
+    def has_extension(self, path: str) -> bool:
+        """Whether the registry serves ``path`` (any answer but 404 counts)."""
+        response = self._send("GET", path, scope=None)
+        if response.status_code == 404:
+            return False
+        if response.status_code == 403 or response.status_code >= 500:
+            raise self._error(response, f"GET {path}")
+        return True
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _error(self, response: httpx.Response, action: str) -> RegistryError:
+        return error_from_response(self.host, response, action, secrets=(self.password,))
+
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(
+                timeout=self.timeout,
+                verify=self.verify,
+                transport=self.transport,
+                follow_redirects=False,
+            )
+        client: httpx.Client = self._http
+        return client
+
+    def _paged(self, path: str, key: str, scope: str, page_size: int | None) -> Iterator[str]:
+        url: str | None = self.base_url + path
+        params = {"n": str(page_size)} if page_size else None
+        for _ in range(MAX_PAGES):
+            if url is None:
+                return
+            response = self._send("GET", url, scope=scope, params=params)
+            if response.status_code == 404 and key == "tags":
+                return  # an unknown repository has no tags yet
+            if response.status_code != 200:
+                raise self._error(response, f"GET {path}")
+            yield from response.json().get(key) or []
+            url = self._next_page(response)
+            params = None  # the link carries n= and last=
+        log.warning("registry %s: stopped paging %s after %d pages", self.host, path, MAX_PAGES)
+
+    def _next_page(self, response: httpx.Response) -> str | None:
+        link = response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        next_url = str(response.url.join(link))
+        if host_of(next_url) != self.host:
+            log.warning("registry %s: ignoring a next-page link to another host", self.host)
+            return None
+        return next_url
+
+    def _send(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scope: str | None,
+        force_scope: bool = False,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send once; on 401 answer the challenge and send again. A second 401 raises."""
+        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        action = f"{method} {urlsplit(url).path}"
+        key = scope or ""
+        response = self._send_once(method, url, key, action, headers, params)
+        if response.status_code != 401:
+            return response
+        challenge = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise self._error(response, action)
+        if challenge.scheme == "basic":
+            if not self.username:
+                raise RegistryError(
+                    f"registry {self.host} needs credentials for {action} (basic auth)",
+                    code=UNAUTHORIZED,
+                    details={"host": self.host, "status": 401, "oci_code": None},
+                )
+            if self._use_basic:
+                raise self._error(response, action)
+            self._use_basic = True
+        elif challenge.scheme == "bearer":
+            # A cached token may have expired: fetch a fresh one; a refused fresh one raises.
+            # An explicit scope wins over the challenge's (GHCR's /v2/ names a placeholder).
+            wanted = scope if force_scope else challenge.params.get("scope") or scope
+            self._tokens[key] = self._fetch_token(challenge, wanted)
+        else:
+            raise RegistryError(
+                f"registry {self.host} asks for unsupported auth scheme {challenge.scheme!r}",
+                code=UNAUTHORIZED,
+                details={"host": self.host, "status": 401, "oci_code": None},
+            )
+        response = self._send_once(method, url, key, action, headers, params)
+        if response.status_code == 401:
+            raise self._error(response, action)
+        return response
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        key: str,
+        action: str,
+        headers: dict[str, str] | None,
+        params: dict[str, str] | None,
+    ) -> httpx.Response:
+        import httpx
+
+        all_headers = dict(headers or {})
+        auth: tuple[str, str] | None = None
+        if key in self._tokens:
+            all_headers["Authorization"] = f"Bearer {self._tokens[key]}"
+        elif self._use_basic and self.username:
+            auth = (self.username, self.password or "")
+        try:
+            return self._client().request(
+                method, url, headers=all_headers, params=params, auth=auth
+            )
+        except httpx.HTTPError as exc:
+            raise unreachable(self.host, action, exc) from None
+
+    def _fetch_token(self, challenge: Challenge, scope: str | None) -> str:
+        import httpx
+
+        realm = self.token_url_override or challenge.params.get("realm")
+        if not realm:
+            raise RegistryError(
+                f"registry {self.host} sent a bearer challenge without a realm",
+                code=UNAUTHORIZED,
+                details={"host": self.host, "status": 401, "oci_code": None},
+            )
+        params = {"service": challenge.params.get("service", "")}
+        if scope:
+            params["scope"] = scope
+        auth = (self.username, self.password or "") if self.username else None
+        token_host = host_of(realm)
+        try:
+            response = self._client().get(realm, params=params, auth=auth)
+        except httpx.HTTPError as exc:
+            raise unreachable(token_host, "the token request", exc) from None
+        if response.status_code != 200:
+            raise error_from_response(
+                token_host, response, f"token request for {self.host}", secrets=(self.password,)
+            )
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(
+                f"registry {self.host}: the token service {token_host} returned no token",
+                code=UNAUTHORIZED,
+                details={"host": self.host, "status": response.status_code, "oci_code": None},
+            )
+        return token
+
+
+def pull_scope(repository: str) -> str:
+    return f"repository:{repository}:pull"

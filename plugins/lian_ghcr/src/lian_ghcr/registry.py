@@ -1,0 +1,212 @@
+"""GitHub Container Registry: images and build cache under ``ghcr.io/<owner>/...``.
+
+Pulls and pushes use GHCR's token flow (basic ``user:PAT`` at ``/token``, then a bearer
+token). GHCR has no OCI DELETE: deleting goes through the GitHub Packages API, where
+one package version is one manifest digest, so deleting a tag deletes every tag on
+that version. A classic PAT needs read:packages, write:packages and, for deletes,
+delete:packages. Export BuildKit cache with ``image-manifest=true,oci-mediatypes=true``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
+
+import attrs
+from lian_build import api
+from lian_build.errors import InvalidInput, RegistryError
+from lian_build.oci import (
+    ERROR,
+    UNAUTHORIZED,
+    OciClient,
+    api_request,
+    check_url,
+    host_of,
+    is_digest,
+    local_repository,
+    parse_reference,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+# The repository named in the token scope ``check()`` asks for: any name under the
+# owner proves the token may pull and push there.
+CHECK_PACKAGE = "lian-build"
+PAGE_SIZE = 100
+
+
+def _api_url(value: str) -> str:
+    return check_url(value, "registry.api_url")
+
+
+def _lower(value: str) -> str:
+    return value.lower()  # GHCR references are lower case; the API ignores case
+
+
+@attrs.frozen
+class PackageVersion:
+    """One version of a container package: a manifest digest and its tags."""
+
+    id: int
+    digest: str
+    tags: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class GhcrSettings:
+    """``registry = { provider = "ghcr", owner = "acme", username = "bot", token_ref = .. }``."""
+
+    owner: str = attrs.field(converter=_lower)  # user or organisation owning the packages
+    username: str | None = None
+    token_ref: str | None = None  # a secret reference to a PAT, e.g. "env:GHCR_TOKEN"
+    registry: str = "ghcr.io"
+    api_url: str = attrs.field(default="https://api.github.com", converter=_api_url)
+    insecure: bool = False  # plain HTTP to ``registry`` (local imitations only)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.owner or "/" in self.owner:
+            raise InvalidInput(
+                f"registry.owner must be one user or organisation name, got {self.owner!r}",
+                field="registry.owner",
+            )
+        if bool(self.username) != bool(self.token_ref):
+            raise InvalidInput(
+                "registry.username and registry.token_ref go together (GHCR logs in with "
+                "a user name and a personal access token)",
+                field="registry.token_ref" if self.username else "registry.username",
+            )
+
+
+class GhcrRegistry(api.RegistryProvider):
+    """ghcr.io, with deletes through the GitHub Packages API."""
+
+    name: ClassVar[str] = "ghcr"
+    description: ClassVar[str] = "GitHub Container Registry (token auth, Packages API deletes)"
+    Settings: ClassVar[type[Any]] = GhcrSettings
+    settings: GhcrSettings
+
+    @property
+    def host(self) -> str:
+        return self.settings.registry
+
+    @property
+    def insecure(self) -> bool:
+        return self.settings.insecure
+
+    def cache_repository(self, namespace: str) -> str:
+        return f"{self.host}/{self.settings.owner}/{namespace.strip('/')}"
+
+    def auth(self) -> api.RegistryAuth | None:
+        if not self.settings.username:
+            return None
+        return api.RegistryAuth(
+            registry=self.host, username=self.settings.username, password=self._token()
+        )
+
+    def check(self) -> None:
+        scope = f"repository:{self.settings.owner}/{CHECK_PACKAGE}:pull,push"
+        with self._client() as client:
+            client.ping(scope=scope)
+
+    def manifest_digest(self, reference: str) -> str | None:
+        repository, ref = self._split(reference)
+        with self._client() as client:
+            return client.manifest_digest(repository, ref)
+
+    def list_tags(self, repository: str) -> list[str]:
+        with self._client() as client:
+            return client.list_tags(local_repository(self.host, repository), page_size=PAGE_SIZE)
+
+    def list_versions(self, repository: str) -> list[PackageVersion]:
+        """Every version of the package behind ``[ghcr.io/]<owner>/<name>``."""
+        return self._versions(self._package(local_repository(self.host, repository)))
+
+    def delete(self, reference: str) -> None:
+        """Delete the package version a tag or digest names (all its tags go with it)."""
+        repository, ref = self._split(reference)
+        package = self._package(repository)
+        for version in self._versions(package):
+            if version.digest == ref if is_digest(ref) else ref in version.tags:
+                self._api("DELETE", f"{package}/{version.id}", f"delete {reference}")
+                return
+        raise RegistryError(
+            f"registry {self.host}: cannot delete {reference}: MANIFEST_UNKNOWN "
+            "(no package version has that tag or digest)",
+            code=ERROR,
+            details={"host": self.host, "status": 404, "oci_code": "MANIFEST_UNKNOWN"},
+        )
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "registry": self.host,
+            "owner": self.settings.owner,
+            "api_url": self.settings.api_url,
+            "insecure": self.insecure,
+            "auth": "token" if self.settings.username else "none",
+        }
+
+    # ----------------------------------------------------------------- helpers
+
+    def _token(self) -> str:
+        ref = self.settings.token_ref
+        return self.secrets(ref) if ref else ""
+
+    def _client(self) -> OciClient:
+        scheme = "http" if self.insecure else "https"
+        username = self.settings.username
+        return OciClient(
+            f"{scheme}://{self.host}",
+            username=username,
+            password=self._token() if username else None,
+        )
+
+    def _split(self, reference: str) -> tuple[str, str]:
+        host, repository, ref = parse_reference(reference)
+        if host != self.host:
+            raise InvalidInput(
+                f"reference {reference!r} is not on registry {self.host}", field="reference"
+            )
+        return repository, ref
+
+    def _package(self, repository: str) -> str:
+        """The Packages API path of ``<owner>/<name>``'s versions (name URL-encoded)."""
+        owner, _, name = repository.partition("/")
+        if owner != self.settings.owner or not name:
+            raise InvalidInput(
+                f"repository {repository!r} is not under owner {self.settings.owner!r}",
+                field="reference",
+            )
+        username = (self.settings.username or "").lower()
+        base = "/user" if owner == username else f"/orgs/{quote(owner, safe='')}"
+        return f"{base}/packages/container/{quote(name, safe='')}/versions"
+
+    def _versions(self, package: str) -> list[PackageVersion]:
+        versions: list[PackageVersion] = []
+        page = 1
+        while True:
+            query = f"?per_page={PAGE_SIZE}&page={page}"
+            batch = self._api("GET", package + query, "list package versions").json()
+            for item in batch:
+                tags = item.get("metadata", {}).get("container", {}).get("tags") or []
+                versions.append(PackageVersion(int(item["id"]), str(item["name"]), tuple(tags)))
+            if len(batch) < PAGE_SIZE:
+                return versions
+            page += 1
+
+    def _api(self, method: str, path: str, action: str) -> httpx.Response:
+        token = self._token()
+        if not token:
+            raise RegistryError(
+                f"registry {self.host}: {action} needs registry.token_ref (Packages API)",
+                code=UNAUTHORIZED,
+                details={"host": host_of(self.settings.api_url)},
+            )
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        return api_request(
+            method, self.settings.api_url + path, action=action, ok=(200, 204), headers=headers
+        )

@@ -1,0 +1,341 @@
+"""Hetzner Cloud compute provider: one server per build, found again by its labels.
+
+An image with buildkitd and rsync preinstalled (a snapshot, given by its numeric id)
+saves minutes per build over a stock ``ubuntu-24.04``.
+
+A crash (or a retried request) between create and learning the server id leaves an
+orphan named ``lian-<session>``; the next create then fails with ``uniqueness_error``.
+The orphan is deleted and the create retried, not adopted: its user data (and so its
+SSH host key) cannot be read back, and pinning a key it may not have would fail later
+and less clearly. A same-named server without this session's labels is never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+from lian_build import __version__, api, cloudinit
+from lian_build.errors import InvalidInput, ProvisionError
+
+from lian_hcloud.failures import provision_errors
+from lian_hcloud.labels import check_labels, label_selector, server_name
+from lian_hcloud.tiers import REPLACEMENTS, ladder
+
+if TYPE_CHECKING:
+    from hcloud import Client
+    from hcloud.actions import BoundAction
+    from hcloud.server_types import BoundServerType
+    from hcloud.servers import BoundServer, CreateServerResponse
+
+log = logging.getLogger("lian.hcloud")
+
+SESSION_LABEL = "lian.session"
+MANAGED_LABEL = "lian.managed"
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise InvalidInput(f"{attribute.name} must be positive", field=attribute.name)
+
+
+def _endpoint(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise InvalidInput(f"{attribute.name} must be an http(s) URL", field=attribute.name)
+
+
+def _secret_ref(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if ":" not in value:
+        raise InvalidInput(
+            f"{attribute.name} must be a secret reference such as env:HCLOUD_TOKEN",
+            field=attribute.name,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class HcloudSettings:
+    token_ref: str = attrs.field(default="env:HCLOUD_TOKEN", validator=_secret_ref)
+    location: str = "fsn1"
+    image: str = "ubuntu-24.04"  # name, or a snapshot id with buildkitd + rsync baked in
+    ssh_user: str = "root"
+    api_endpoint: str = attrs.field(default="https://api.hetzner.cloud/v1", validator=_endpoint)
+    poll_interval: float = attrs.field(default=1.0, validator=_positive)
+    create_timeout: float = attrs.field(
+        default=900.0, validator=_positive
+    )  # custom images: >10 min
+    server_types: list[str] | None = None  # ladder override: names or "name:cpu:mem[:disk]"
+    firewall: str | None = None  # name or id
+    network: str | None = None  # name or id
+
+
+class HcloudProvider(api.ComputeProvider):
+    name: ClassVar[str] = "hcloud"
+    description: ClassVar[str] = "Hetzner Cloud servers (hcloud API), one per build"
+    Settings: ClassVar[type[Any]] = HcloudSettings
+    settings: HcloudSettings
+
+    def tiers(self) -> Sequence[api.Tier]:
+        return ladder(self.settings.server_types)
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "location": self.settings.location,
+            "image": self.settings.image,
+            "api_endpoint": self.settings.api_endpoint,
+            "server_types": [tier.name for tier in self.tiers()],
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def spawn(self, request: api.SpawnRequest) -> api.Runner:
+        labels = check_labels(request.labels)
+        name = server_name(request.session_id)
+        user_data = cloudinit.user_data(
+            authorized_key=request.authorized_key,
+            host_key=request.host_key,
+            user=self.settings.ssh_user,
+        )
+        client = self._client()
+        with self._errors():
+            server_type = self._orderable_type(client, request.tier.name)
+            created = self._create(client, name, server_type, request, labels, user_data)
+        server: BoundServer = created.server
+        server_id = int(server.id or 0)
+        try:
+            with self._errors():
+                _wait(created.action, *created.next_actions)
+                server = client.servers.get_by_id(server_id)
+            host = _public_ipv4(server)
+        except BaseException:
+            # Nobody else knows this server's id yet: remove it before failing.
+            self._delete_quietly(client, server_id)
+            raise
+        log.info("server %s (%s) is up at %s", server_id, name, host)
+        return api.Runner(
+            id=str(server_id),
+            provider=self.name,
+            host=host,
+            port=22,
+            user=self.settings.ssh_user,
+            host_public_key=request.host_key.public_openssh,
+            tier=request.tier,
+            labels=labels,
+        )
+
+    def destroy(self, runner_id: str) -> None:
+        from hcloud import APIException
+        from hcloud.servers import Server
+
+        server_id = _server_id(runner_id)
+        client = self._client()
+        with self._errors():
+            try:
+                action = client.servers.delete(Server(id=server_id))
+            except APIException as exc:
+                if exc.code == "not_found":
+                    log.info("server %s already gone", server_id)
+                    return
+                raise
+            action.wait_until_finished()
+        log.info("server %s deleted", server_id)
+
+    def list_runners(self, labels: Mapping[str, str]) -> list[api.RunnerInfo]:
+        selector = label_selector(labels)
+        client = self._client()
+        with self._errors():
+            servers = client.servers.get_all(label_selector=selector)
+        return [
+            api.RunnerInfo(id=str(s.id), labels=dict(s.labels or {}), created_at=_utc(s.created))
+            for s in servers
+        ]
+
+    def inspect(self, runner_id: str) -> api.RunnerState:
+        from hcloud import APIException
+
+        server_id = _server_id(runner_id)
+        client = self._client()
+        with self._errors():
+            try:
+                server = client.servers.get_by_id(server_id)
+            except APIException as exc:
+                if exc.code == "not_found":
+                    return api.RunnerState(exists=False)
+                raise
+        return api.RunnerState(exists=True, running=server.status == "running")
+
+    # ------------------------------------------------------------------ internals
+
+    def _client(self) -> Client:
+        from hcloud import Client
+
+        token = self.secrets(self.settings.token_ref)
+        interval = self.settings.poll_interval
+        return Client(
+            token=token,
+            api_endpoint=self.settings.api_endpoint,
+            application_name="lian-build",
+            application_version=__version__,
+            poll_interval=interval,
+            poll_max_retries=max(1, math.ceil(self.settings.create_timeout / interval)),
+            timeout=60.0,
+        )
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return provision_errors(token_ref=self.settings.token_ref, location=self.settings.location)
+
+    def _orderable_type(self, client: Client, type_name: str) -> BoundServerType:
+        """The server type, read now: deprecations and availability change under us."""
+        server_type = client.server_types.get_by_name(type_name)
+        if server_type is None:
+            raise ProvisionError(
+                f"Hetzner Cloud has no server type {type_name!r}",
+                field="server_types",
+                details={"provider": "hcloud", "code": "server_type_unknown"},
+            )
+        location = self.settings.location
+        deprecation, available = _type_status(server_type, location)
+        if deprecation is not None:
+            replacement = REPLACEMENTS.get(type_name)
+            advice = f"use {replacement}" if replacement else "pick a current type"
+            until = deprecation.unavailable_after
+            raise ProvisionError(
+                f"server type {type_name} is deprecated"
+                + (f" (unorderable after {until:%Y-%m-%d})" if until else "")
+                + f"; {advice} in server_types",
+                field="server_types",
+                details={
+                    "provider": "hcloud",
+                    "code": "server_type_deprecated",
+                    "replacement": replacement,
+                },
+            )
+        if not available:
+            raise ProvisionError(
+                f"server type {type_name} is not available in {location}; "
+                "try another location or tier",
+                field="location",
+                details={"provider": "hcloud", "code": "server_type_unavailable"},
+            )
+        return server_type
+
+    def _create(
+        self,
+        client: Client,
+        name: str,
+        server_type: BoundServerType,
+        request: api.SpawnRequest,
+        labels: dict[str, str],
+        user_data: str,
+    ) -> CreateServerResponse:
+        from hcloud import APIException
+        from hcloud.images import Image
+        from hcloud.locations import Location
+
+        image = request.runner_image or self.settings.image
+        arguments: dict[str, Any] = {
+            "name": name,
+            "server_type": server_type,
+            "image": Image(id=int(image)) if image.isdigit() else Image(name=image),
+            "location": Location(name=self.settings.location),
+            "labels": labels,
+            "user_data": user_data,
+            "start_after_create": True,
+        }
+        if self.settings.firewall:
+            firewall = _by_name_or_id(client.firewalls, "firewall", self.settings.firewall)
+            arguments["firewalls"] = [firewall]
+        if self.settings.network:
+            network = _by_name_or_id(client.networks, "network", self.settings.network)
+            arguments["networks"] = [network]
+        try:
+            return client.servers.create(**arguments)
+        except APIException as exc:
+            if exc.code != "uniqueness_error":
+                raise
+            self._sweep_orphan(client, name, labels, exc)
+        return client.servers.create(**arguments)
+
+    def _sweep_orphan(
+        self, client: Client, name: str, labels: Mapping[str, str], error: Exception
+    ) -> None:
+        orphan = client.servers.get_by_name(name)
+        if orphan is None:
+            raise error  # the clash is on another field: report it as it is
+        theirs = orphan.labels or {}
+        ours = theirs.get(MANAGED_LABEL) == "true" and theirs.get(SESSION_LABEL) == labels.get(
+            SESSION_LABEL
+        )
+        if not ours:
+            raise ProvisionError(
+                f"a server named {name} exists and was not created by this session; "
+                "lian-build leaves it alone",
+                details={"provider": "hcloud", "code": "name_taken", "server_id": orphan.id},
+            )
+        log.warning("deleting orphaned server %s (%s) before creating it again", orphan.id, name)
+        client.servers.delete(orphan).wait_until_finished()
+
+    def _delete_quietly(self, client: Client, server_id: int) -> None:
+        from hcloud.servers import Server
+
+        try:
+            with self._errors():
+                client.servers.delete(Server(id=server_id)).wait_until_finished()
+        except Exception:
+            log.exception("could not delete server %s; the reaper will find it", server_id)
+
+
+def _wait(*actions: BoundAction) -> None:
+    for action in actions:
+        action.wait_until_finished()
+
+
+def _type_status(server_type: BoundServerType, location: str) -> tuple[Any, bool]:
+    """(deprecation or None, available) for one location, falling back to the type-wide field."""
+    for entry in server_type.locations or []:
+        if entry.location.name == location:
+            return entry.deprecation, entry.available is not False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        deprecation = server_type.deprecation
+    # Not listed for this location: the API would refuse to place it there.
+    return deprecation, not server_type.locations
+
+
+def _public_ipv4(server: BoundServer) -> str:
+    public = server.public_net
+    if public is None or public.ipv4 is None or not public.ipv4.ip:
+        raise ProvisionError(
+            f"server {server.id} has no public IPv4 address to reach over SSH",
+            details={"provider": "hcloud", "code": "no_public_ipv4"},
+        )
+    return str(public.ipv4.ip)
+
+
+def _server_id(runner_id: str) -> int:
+    if not runner_id.isdigit():
+        raise InvalidInput(f"hcloud runner id {runner_id!r} is not a server id", field="runner_id")
+    return int(runner_id)
+
+
+def _by_name_or_id(resource_client: Any, kind: str, ref: str) -> Any:
+    if ref.isdigit():
+        return resource_client.get_by_id(int(ref))
+    found = resource_client.get_by_name(ref)
+    if found is None:
+        raise ProvisionError(
+            f"Hetzner Cloud has no {kind} named {ref!r}",
+            field=kind,
+            details={"provider": "hcloud", "code": f"{kind}_not_found"},
+        )
+    return found
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return value.astimezone(dt.UTC) if value else None

@@ -1,0 +1,327 @@
+"""Proxmox VE compute provider: each runner is a clone of a cloud-init VM template.
+
+spawn: next free id -> clone (task) -> config (size, cloud-init user/key/network, tags,
+labels as JSON in the description) -> start (task) -> guest agent reports an IPv4 ->
+session host key installed through the agent (see ``agent``). A failure after the
+clone was requested stops and destroys the VM before the error is raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import attrs
+from lian_build import api
+from lian_build.errors import InvalidInput, LianError
+
+from lian_proxmox import agent
+from lian_proxmox.client import ApiFailure, Session
+
+log = logging.getLogger("lian.compute.proxmox")
+
+DEFAULT_TIERS: tuple[api.Tier, ...] = (
+    api.Tier("2c-4g", cpu=2, memory_gb=4),
+    api.Tier("4c-8g", cpu=4, memory_gb=8),
+    api.Tier("8c-16g", cpu=8, memory_gb=16),
+    api.Tier("16c-32g", cpu=16, memory_gb=32),
+)
+
+# Every VM this provider creates carries this Proxmox tag; listing looks for it.
+LIAN_TAG = "lian"
+
+_TOKEN_ID = re.compile(r"^[^\s@!=]+@[^\s@!=]+![A-Za-z][A-Za-z0-9._-]*$")
+_TAG_INVALID = re.compile(r"[^a-z0-9_+.-]")
+_DNS_INVALID = re.compile(r"[^a-z0-9-]")
+
+
+def _tiers(value: Any) -> tuple[api.Tier, ...] | None:
+    """Accept Tier objects or ``{name, cpu, memory_gb}`` mappings from directives."""
+    if value is None:
+        return None
+    return tuple(t if isinstance(t, api.Tier) else api.Tier(**t) for t in value)
+
+
+def _check_token_id(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _TOKEN_ID.match(value):
+        raise InvalidInput(
+            f"compute.{attribute.name} must look like user@realm!tokenname, got {value!r}",
+            field=f"compute.{attribute.name}",
+        )
+
+
+def _check_positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise InvalidInput(
+            f"compute.{attribute.name} must be positive, got {value}",
+            field=f"compute.{attribute.name}",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ProxmoxSettings:
+    """``compute = { provider = "proxmox", ... }``."""
+
+    host: str = attrs.field(validator=attrs.validators.min_len(1))  # "pve.example:8006"
+    node: str = attrs.field(validator=attrs.validators.min_len(1))
+    template_id: int = attrs.field(validator=_check_positive)
+    token_id: str = attrs.field(validator=_check_token_id)  # "ci@pve!ci"
+    # A reference ("scheme:rest"), resolved only when the API is called.
+    token_ref: str = "env:PROXMOX_TOKEN"  # noqa: S105
+    verify_ssl: bool = True
+    full_clone: bool = False
+    storage: str | None = attrs.field(default=None)  # target storage, full clones only
+    ssh_user: str = "root"
+    bridge: str | None = None  # replaces net0 with "virtio,bridge=<bridge>" when set
+    ipconfig0: str = "ip=dhcp"
+    kind: Literal["qemu", "lxc"] = "qemu"
+    wait_timeout_s: float = attrs.field(default=300.0, validator=_check_positive)
+    poll_interval: float = attrs.field(default=1.0, validator=_check_positive)
+    tiers: tuple[api.Tier, ...] | None = attrs.field(default=None, converter=_tiers)
+
+    @storage.validator
+    def _storage_needs_full_clone(
+        self, attribute: attrs.Attribute[str | None], value: str | None
+    ) -> None:
+        if value is not None and not self.full_clone:
+            raise InvalidInput(
+                "compute.storage is only accepted with compute.full_clone = true "
+                "(a linked clone stays on the template's storage)",
+                field="compute.storage",
+            )
+
+
+class ProxmoxProvider(api.ComputeProvider):
+    """Runners are clones of a Proxmox VE template with cloud-init and the guest agent."""
+
+    name: ClassVar[str] = "proxmox"
+    description: ClassVar[str] = "Proxmox VE: clone a cloud-init VM template per build"
+    Settings: ClassVar[type[Any]] = ProxmoxSettings
+    settings: ProxmoxSettings
+
+    # ------------------------------------------------------------------ no network
+
+    def tiers(self) -> Sequence[api.Tier]:
+        return self.settings.tiers or DEFAULT_TIERS
+
+    def plan(self) -> dict[str, Any]:
+        s = self.settings
+        return {"host": s.host, "node": s.node, "template_id": s.template_id, "kind": s.kind}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def spawn(self, request: api.SpawnRequest) -> api.Runner:
+        if self.settings.kind != "qemu":
+            raise InvalidInput(
+                'compute.kind = "lxc" cannot pin the runner\'s SSH host key: Proxmox has no '
+                'API to write files into a container; use kind = "qemu" with a VM template',
+                field="compute.kind",
+            )
+        session = self._session()
+        with session.call("GET /cluster/nextid"):
+            vmid = int(session.api.cluster.nextid.get())
+        name = vm_name(request.session_id)
+        log.info("cloning template %s into VM %s (%s)", self.settings.template_id, vmid, name)
+        with session.call("POST clone"):
+            upid = session.node.qemu(self.settings.template_id).clone.post(
+                newid=vmid,
+                name=name,
+                full=int(self.settings.full_clone),
+                storage=self.settings.storage,
+            )
+        try:
+            session.wait_task(upid)
+            host = self._configure_and_boot(session, vmid, request)
+        except BaseException as exc:
+            # Cancellation included: a VM left behind costs money and holds an id.
+            log.warning("spawn of VM %s failed (%s); destroying it", vmid, _summary(exc))
+            try:
+                self._destroy(session, vmid)
+            except LianError as cleanup:
+                # Tagged "lian" with labels in its description: reaping still finds it.
+                log.error("could not destroy VM %s after a failed spawn: %s", vmid, cleanup.message)
+            raise
+        return api.Runner(
+            id=str(vmid),
+            provider=self.name,
+            host=host,
+            port=22,
+            user=self.settings.ssh_user,
+            host_public_key=request.host_key.public_openssh,
+            tier=request.tier,
+            labels=dict(request.labels),
+        )
+
+    def _configure_and_boot(self, session: Session, vmid: int, request: api.SpawnRequest) -> str:
+        guest = self._guest(session, vmid)
+        with session.call("PUT config"):
+            guest.config.put(**self._config(request))
+        with session.call("POST status/start"):
+            upid = guest.status.start.post()
+        session.wait_task(upid)
+        address = agent.wait_ipv4(session, guest)
+        agent.install_host_key(session, guest, request.host_key)
+        log.info("VM %s is up at %s", vmid, address)
+        return address
+
+    def _config(self, request: api.SpawnRequest) -> dict[str, Any]:
+        created = dt.datetime.now(dt.UTC)
+        config: dict[str, Any] = {
+            "cores": request.tier.cpu,
+            "memory": round(request.tier.memory_gb * 1024),  # MiB
+            "agent": 1,  # the guest agent channel: address, host key
+            "ciuser": self.settings.ssh_user,
+            # Proxmox wants sshkeys percent-encoded itself, on top of the form encoding.
+            "sshkeys": quote(request.authorized_key.strip(), safe=""),
+            "ipconfig0": self.settings.ipconfig0,
+            "tags": ";".join(vm_tags(request.session_id)),
+            "description": describe(request.labels, created, request.expires_at),
+        }
+        if self.settings.bridge:
+            config["net0"] = f"virtio,bridge={self.settings.bridge}"
+        return config
+
+    def destroy(self, runner_id: str) -> None:
+        self._destroy(self._session(), _vmid(runner_id))
+
+    def _destroy(self, session: Session, vmid: int) -> None:
+        """Stop (if not stopped) and delete with its disks; a missing VM is success."""
+        guest = self._guest(session, vmid)
+        try:
+            with session.call("GET status/current"):
+                status = guest.status.current.get()
+            if status.get("status") != "stopped":
+                with session.call("POST status/stop"):
+                    upid = guest.status.stop.post()
+                session.wait_task(upid)
+            with session.call("DELETE VM"):
+                upid = guest.delete(purge=1, **{"destroy-unreferenced-disks": 1})
+        except ApiFailure as exc:
+            if exc.missing:
+                log.info("VM %s is already gone", vmid)
+                return
+            raise
+        session.wait_task(upid)
+        log.info("VM %s destroyed", vmid)
+
+    # ------------------------------------------------------------------ reaping, inspection
+
+    def list_runners(self, labels: Mapping[str, str]) -> list[api.RunnerInfo]:
+        session = self._session()
+        kind = self.settings.kind
+        with session.call("GET /cluster/resources"):
+            resources = session.api.cluster.resources.get(type="vm")
+        found = []
+        for resource in resources:
+            if (
+                resource.get("type") != kind
+                or resource.get("node") != self.settings.node
+                or LIAN_TAG not in _split_tags(resource.get("tags", ""))
+            ):
+                continue
+            vmid = int(resource["vmid"])
+            try:
+                with session.call(f"GET config of {vmid}"):
+                    config = self._guest(session, vmid).config.get()
+            except ApiFailure as exc:
+                if exc.missing:  # destroyed between the two calls
+                    continue
+                raise
+            meta = read_description(config.get("description", ""))
+            if meta is None:
+                continue
+            vm_labels, created = meta
+            if all(vm_labels.get(k) == v for k, v in labels.items()):
+                found.append(api.RunnerInfo(id=str(vmid), labels=vm_labels, created_at=created))
+        return found
+
+    def inspect(self, runner_id: str) -> api.RunnerState:
+        session = self._session()
+        try:
+            with session.call("GET status/current"):
+                status = self._guest(session, _vmid(runner_id)).status.current.get()
+        except ApiFailure as exc:
+            if exc.missing:
+                return api.RunnerState(exists=False)
+            raise
+        return api.RunnerState(exists=True, running=status.get("status") == "running")
+
+    def _session(self) -> Session:
+        s = self.settings
+        return Session(
+            host=s.host,
+            node=s.node,
+            token_id=s.token_id,
+            token=self.secrets(s.token_ref),
+            verify_ssl=s.verify_ssl,
+            wait_timeout_s=s.wait_timeout_s,
+            poll_interval=s.poll_interval,
+        )
+
+    def _guest(self, session: Session, vmid: int) -> Any:
+        """``/nodes/{node}/qemu/{vmid}`` (or ``lxc``) as a proxmoxer resource."""
+        return getattr(session.node, self.settings.kind)(vmid)
+
+
+# --------------------------------------------------------------------------- naming, labels
+
+
+def vm_name(session_id: str) -> str:
+    """``lian-<session>`` as a DNS label: Proxmox requires a valid DNS name."""
+    cleaned = _DNS_INVALID.sub("-", session_id.lower()).strip("-")
+    return f"lian-{cleaned}"[:63].rstrip("-")
+
+
+def vm_tags(session_id: str) -> list[str]:
+    cleaned = _TAG_INVALID.sub("-", session_id.lower())
+    return [LIAN_TAG, f"session-{cleaned}"]
+
+
+def _split_tags(raw: str) -> set[str]:
+    # Proxmox accepts ";", "," and spaces as separators and may return any of them.
+    return {t for t in re.split(r"[;,\s]+", raw.lower()) if t}
+
+
+def describe(labels: Mapping[str, str], created: dt.datetime, expires: dt.datetime) -> str:
+    """The VM description: labels and times as JSON (tags cannot hold key=value pairs)."""
+    return json.dumps(
+        {
+            "lian": {
+                "labels": dict(labels),
+                "created_at": created.isoformat(),
+                "expires_at": expires.isoformat(),
+            }
+        },
+        sort_keys=True,
+    )
+
+
+def read_description(raw: str) -> tuple[dict[str, str], dt.datetime | None] | None:
+    """Labels and creation time from a description ``describe`` wrote; None otherwise."""
+    try:
+        meta = json.loads(raw)["lian"]
+        labels = {str(k): str(v) for k, v in meta["labels"].items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    try:
+        created = dt.datetime.fromisoformat(meta["created_at"])
+    except (KeyError, TypeError, ValueError):
+        created = None
+    return labels, created
+
+
+def _vmid(runner_id: str) -> int:
+    if not runner_id.isdigit():
+        raise InvalidInput(f"a Proxmox runner id is a VM id (digits), got {runner_id!r}")
+    return int(runner_id)
+
+
+def _summary(exc: BaseException) -> str:
+    if isinstance(exc, LianError):
+        return exc.message
+    return type(exc).__name__

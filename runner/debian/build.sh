@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build the lian runner image from Debian packages alone (no registry pull needed).
+#
+#   runner/debian/build.sh [TAG]
+#
+# TAG defaults to $LIAN_RUNNER_TAG or lian-runner:debian. Environment:
+#   LIAN_DEBIAN_MIRROR  Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   LIAN_DEBIAN_SUITE   Debian suite (default bookworm)
+#   DOCKER              docker CLI to import with (default: docker on PATH)
+# Needs root (debootstrap), debootstrap and a running Docker engine. Re-running
+# rebuilds and re-tags the image; nothing else is left behind.
+set -euo pipefail
+
+tag="${1:-${LIAN_RUNNER_TAG:-lian-runner:debian}}"
+mirror="${LIAN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+suite="${LIAN_DEBIAN_SUITE:-bookworm}"
+docker_cli="${DOCKER:-docker}"
+packages="openssh-server,rsync,buildah,containernetworking-plugins,ca-certificates,procps,busybox-static"
+
+log() { printf 'runner-image: %s\n' "$*" >&2; }
+
+if [[ "$(id -u)" -ne 0 ]]; then
+    log "debootstrap needs root: run this script as root"
+    exit 1
+fi
+for tool in debootstrap tar "$docker_cli"; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        log "missing tool: $tool"
+        exit 1
+    fi
+done
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/lian-runner.XXXXXX")"
+cleanup() { rm -rf --one-file-system "$workdir"; }
+trap cleanup EXIT
+rootfs="$workdir/rootfs"
+
+log "debootstrap $suite from $mirror into a temporary root"
+debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >&2
+
+log "configuring sshd and buildah"
+# Host keys are injected per runner; none may be baked into a shared image.
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+mkdir -p "$rootfs/run/sshd" "$rootfs/etc/ssh/sshd_config.d" "$rootfs/etc/containers"
+cat >"$rootfs/etc/ssh/sshd_config.d/lian.conf" <<'CONF'
+# Keys only; no PAM or reverse DNS on the login path (both slow in containers).
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+UseDNS no
+PrintMotd no
+CONF
+# overlay-on-overlay needs fuse; vfs always works inside a container.
+cat >"$rootfs/etc/containers/storage.conf" <<'CONF'
+[storage]
+driver = "vfs"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+CONF
+# Keep the image small: package caches and lists are not needed at run time.
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/var/log/*.log "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+
+log "importing as $tag"
+tar --numeric-owner -C "$rootfs" -c . | "$docker_cli" import \
+    --change 'ENV BUILDAH_ISOLATION=chroot' \
+    --change 'CMD ["/bin/sh", "-c", "ssh-keygen -A && exec /usr/sbin/sshd -D -e"]' \
+    - "$tag" >&2
+log "done: $tag"

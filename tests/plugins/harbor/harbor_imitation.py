@@ -1,0 +1,82 @@
+"""An imitation of Harbor (API v2.0 + its OCI endpoint), fronting a real OCI registry.
+
+Documented shapes it follows: ``GET /api/v2.0/ping`` -> ``Pong``; basic auth (robot
+accounts ``robot$<project>+<name>``); errors ``{"errors":[{"code","message"}]}``; an
+``X-Request-Id`` on every response; ``DELETE /api/v2.0/projects/{p}/repositories/{r}/
+artifacts/{digest|tag}`` with ``r`` URL-encoded twice; pushes only into existing projects.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from urllib.parse import unquote
+
+import attrs
+from plugins.zot.oci_content import OCI_MANIFEST
+from plugins.zot.oci_front import Incoming, OciFront, Outgoing, oci_errors
+
+REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
+ARTIFACT_PATH = re.compile(
+    r"^/api/v2\.0/projects/(?P<project>[^/]+)/repositories/(?P<repo>[^/]+)"
+    r"/artifacts/(?P<ref>[^/]+)$"
+)
+
+
+class HarborImitation(OciFront):
+    def __init__(self, backend_url: str, *, username: str, password: str, projects: set[str]):
+        super().__init__(backend_url)
+        self.credentials = (username, password)
+        self.projects = projects
+
+    def handle(self, request: Incoming) -> Outgoing | None:
+        outgoing = self._route(request)
+        if outgoing is None:
+            outgoing = self.proxy(request)
+        return attrs.evolve(
+            outgoing, headers={**outgoing.headers, "X-Request-Id": uuid.uuid4().hex}
+        )
+
+    def _route(self, request: Incoming) -> Outgoing | None:
+        if request.path == "/api/v2.0/ping":
+            return Outgoing(200, b"Pong", {"Content-Type": "text/plain"})
+        if not self._authorized(request):
+            return oci_errors(
+                401,
+                "UNAUTHORIZED",
+                "unauthorized: authentication required",
+                {"WWW-Authenticate": 'Basic realm="harbor"'},
+            )
+        # Like Harbor's router, match on the path decoded once: a name with "/" encoded
+        # only once would split into extra segments and miss the route.
+        artifact = ARTIFACT_PATH.match(unquote(request.path))
+        if artifact and request.method == "DELETE":
+            return self._delete_artifact(artifact)
+        if request.path.startswith("/api/"):
+            return oci_errors(404, "NOT_FOUND", "not found")
+        match = REPO_PATH.match(request.path)
+        if match and match["name"].split("/", 1)[0] not in self.projects:
+            return oci_errors(404, "NOT_FOUND", f"project {match['name'].split('/')[0]} not found")
+        return None  # OCI request for an existing project: proxied
+
+    def _authorized(self, request: Incoming) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        user, _, password = base64.b64decode(value).decode().partition(":")
+        return (user, password) == self.credentials
+
+    def _delete_artifact(self, match: re.Match[str]) -> Outgoing:
+        project = match["project"]
+        # Decoded once by the router, once more here: "a%252Fb" -> "a%2Fb" -> "a/b".
+        repository = f"{project}/{unquote(match['repo'])}"
+        reference = match["ref"]
+        head = self.backend(
+            "HEAD", f"/v2/{repository}/manifests/{reference}", headers={"Accept": OCI_MANIFEST}
+        )
+        if project not in self.projects or head.status_code != 200:
+            return oci_errors(404, "NOT_FOUND", f"artifact {repository}:{reference} not found")
+        digest = head.headers["Docker-Content-Digest"]
+        self.backend("DELETE", f"/v2/{repository}/manifests/{digest}")
+        return Outgoing(200)

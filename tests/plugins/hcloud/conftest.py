@@ -1,0 +1,92 @@
+"""Fixtures for the Hetzner Cloud provider: the API imitation and a provider bound to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fake_hcloud import FakeHcloud
+from lian_build import api
+from lian_hcloud.provider import HcloudProvider, HcloudSettings
+
+
+@pytest.fixture(autouse=True)
+def fast_library_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library backs off 1-60 s between retries; the imitation needs none."""
+    import hcloud._client
+
+    monkeypatch.setattr(
+        hcloud._client, "exponential_backoff_function", lambda **_: lambda retries: 0.01
+    )
+
+
+@pytest.fixture
+def fake_hcloud() -> Iterator[FakeHcloud]:
+    fake = FakeHcloud().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def make_provider(fake_hcloud: FakeHcloud) -> Callable[..., HcloudProvider]:
+    def make(token: str | None = None, **settings: Any) -> HcloudProvider:
+        def secrets(reference: str) -> str:
+            assert reference == settings.get("token_ref", "env:HCLOUD_TOKEN")
+            return token if token is not None else fake_hcloud.token
+
+        settings.setdefault("api_endpoint", fake_hcloud.url)
+        settings.setdefault("poll_interval", 0.01)
+        return HcloudProvider(HcloudSettings(**settings), secrets)
+
+    return make
+
+
+@pytest.fixture
+def provider(make_provider: Callable[..., HcloudProvider]) -> HcloudProvider:
+    return make_provider()
+
+
+def new_host_key() -> api.HostKey:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return api.HostKey(private_openssh=private, public_openssh=public)
+
+
+@pytest.fixture
+def make_request() -> Callable[..., api.SpawnRequest]:
+    def make(session_id: str = "s1a2b3", tier: str = "cx23", **labels: str) -> api.SpawnRequest:
+        expires = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+        client_key = new_host_key().public_openssh + " lian-client"
+        all_labels = {
+            "lian.managed": "true",
+            "lian.session": session_id,
+            "lian.workspace": "shop",
+            "lian.expires-at": str(int(expires.timestamp())),
+            **labels,
+        }
+        cpu, memory = {"cx22": (2, 4), "cx23": (2, 4), "cx33": (4, 8)}.get(tier, (2, 4))
+        return api.SpawnRequest(
+            session_id=session_id,
+            workspace="shop",
+            tier=api.Tier(name=tier, cpu=cpu, memory_gb=memory, disk_gb=40),
+            labels=all_labels,
+            authorized_key=client_key,
+            host_key=new_host_key(),
+            runner_image=None,
+            expires_at=expires,
+        )
+
+    return make
