@@ -35,7 +35,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy", "types-paramiko", "-e", "./core", *(f"-e./{p}" for p in PLUGINS.values()))
+    session.install(
+        "mypy", "types-paramiko", "-e", "./core", *(f"-e./{p}" for p in PLUGINS.values())
+    )
     session.run("mypy")
 
 

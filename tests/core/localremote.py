@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import attrs
+
 from lian_build.api import CommandResult
 from lian_build.errors import RemoteError
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from core.localremote import LocalRemote
+
 from fixtures.registry import RegistryServer
 from fixtures.require import require_binary
 from lian_build import api

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from core.localremote import LocalRemote
+
 from lian_build import api
 from lian_build.builders.buildkit import (
     BuildKitBuilder,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from core.localremote import LocalRemote
+
 from fixtures.require import require_binary
 from lian_build import api
 from lian_build.builders import select_builder

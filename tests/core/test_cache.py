@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from lian_build import cache
 from lian_build.cache import CacheRefs
 from lian_build.errors import InvalidInput

@@ -7,6 +7,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from lian_build import api
 from lian_build.cloudinit import USER_DATA_LIMIT_BYTES, user_data
 from lian_build.errors import InvalidInput

@@ -17,7 +17,13 @@ def test_help_and_plugins_without_providers():
     assert proc.returncode == 0
     plugins = json.loads(proc.stdout)["result"]["plugins"]
     loaded = {p["name"] for p in plugins if p["status"] == "loaded"}
-    assert loaded == {"builtin-sizing", "builtin-history", "builtin-builders", "builtin-secrets", "builtin-nats"}
+    assert loaded == {
+        "builtin-sizing",
+        "builtin-history",
+        "builtin-builders",
+        "builtin-secrets",
+        "builtin-nats",
+    }
 
 
 def test_build_without_provider_is_a_clear_plugin_error(tmp_path):
@@ -28,11 +34,23 @@ def test_build_without_provider_is_a_clear_plugin_error(tmp_path):
 
     key.write_bytes(
         Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
         )
     )
     proc = run_lian(
-        ["plan", "--workspace", "w", "--context", str(tmp_path), "--image", "127.0.0.1:5000/a:1", "--ssh-key", str(key)],
+        [
+            "plan",
+            "--workspace",
+            "w",
+            "--context",
+            str(tmp_path),
+            "--image",
+            "127.0.0.1:5000/a:1",
+            "--ssh-key",
+            str(key),
+        ],
         env={"LIAN_DISABLE_PLUGINS": SIX},
     )
     assert proc.returncode == 3, proc.stderr

@@ -13,7 +13,11 @@ from lian_build.plugins import PluginHost
 
 def _event(kind: str = "started", **data) -> api.BuildEvent:
     return api.BuildEvent(
-        kind=kind, workspace="web.app", session_id="s1", timestamp=dt.datetime.now(dt.UTC), data=data
+        kind=kind,
+        workspace="web.app",
+        session_id="s1",
+        timestamp=dt.datetime.now(dt.UTC),
+        data=data,
     )
 
 
@@ -30,14 +34,19 @@ def test_sink_publishes_to_real_server(nats_server, nats_collector):
     sink.emit(_event("completed", digest="sha256:ab"))
     sink.close()
     messages = collector.wait_for(2)
-    assert [m[0] for m in messages] == ["lian.web_app.build.started", "lian.web_app.build.completed"]
+    assert [m[0] for m in messages] == [
+        "lian.web_app.build.started",
+        "lian.web_app.build.completed",
+    ]
     body = json.loads(messages[1][1])
     assert body["data"]["digest"] == "sha256:ab" and body["session_id"] == "s1"
 
 
 def test_nkey_authentication(nats_server_nkey, nats_collector):
     collector = nats_collector(nats_server_nkey.url, "lian.>", seed=nats_server_nkey.seed)
-    sink = NatsSink(api.EventSettings(nats_url=nats_server_nkey.url, nkey_seed=nats_server_nkey.seed))
+    sink = NatsSink(
+        api.EventSettings(nats_url=nats_server_nkey.url, nkey_seed=nats_server_nkey.seed)
+    )
     sink.emit(_event())
     sink.close()
     assert len(collector.wait_for(1)) == 1
@@ -81,7 +90,12 @@ class _Keep(api.EventSink):
 
 def test_bus_drops_failing_sink_and_redacts():
     keep = _Keep()
-    bus = EventBus([_Boom(), keep], workspace="w", session_id="s", redact=lambda s: s.replace("hunter22", "***"))
+    bus = EventBus(
+        [_Boom(), keep],
+        workspace="w",
+        session_id="s",
+        redact=lambda s: s.replace("hunter22", "***"),
+    )
     bus.emit("started", {"note": "token hunter22", "nested": {"v": ["hunter22"]}})
     bus.emit("completed")
     assert [e.kind for e in keep.seen] == ["started", "completed"]

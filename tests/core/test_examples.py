@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lian_build import model, ncl
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

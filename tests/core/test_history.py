@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+
 from lian_build import history
 from lian_build.api import BuildMetrics
 from lian_build.builtin import history as builtin_history

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lian_build import model, ncl
 from lian_build.errors import ContractViolation, InvalidInput
 

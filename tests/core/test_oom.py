@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lian_build import oom
 from lian_build.api import RunnerSize, RunnerState, Tier
 from lian_build.errors import InvalidInput, PluginError

@@ -103,9 +103,14 @@ def test_settings_are_validated_with_field_names():
 
 def test_broken_installed_plugin_is_reported_not_fatal(tmp_path):
     site = tmp_path / "site"
-    install_fake_plugin(site, "lian-build-broken", "broken", "lian_broken_mod", "raise ImportError('kaboom')\n")
     install_fake_plugin(
-        site, "lian-build-wrong", "wrong", "lian_wrong_mod",
+        site, "lian-build-broken", "broken", "lian_broken_mod", "raise ImportError('kaboom')\n"
+    )
+    install_fake_plugin(
+        site,
+        "lian-build-wrong",
+        "wrong",
+        "lian_wrong_mod",
         """
         from lian_build import hookimpl
         @hookimpl
@@ -140,7 +145,10 @@ def test_disable_plugins_env_blocks_by_name(tmp_path):
 def test_conflict_from_installed_distribution(tmp_path):
     site = tmp_path / "site"
     install_fake_plugin(
-        site, "lian-build-shadow", "shadow", "lian_shadow_mod",
+        site,
+        "lian-build-shadow",
+        "shadow",
+        "lian_shadow_mod",
         """
         from lian_build import hookimpl
         from lian_build.api import RegistryProvider

@@ -29,7 +29,11 @@ def test_env_and_file_references(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "ref,code",
-    [("nocolon", "SECRET_REF_INVALID"), ("vault:kv/x", "SECRET_SCHEME_UNKNOWN"), ("env:LIAN_UNSET_X", "SECRET_UNRESOLVED")],
+    [
+        ("nocolon", "SECRET_REF_INVALID"),
+        ("vault:kv/x", "SECRET_SCHEME_UNKNOWN"),
+        ("env:LIAN_UNSET_X", "SECRET_UNRESOLVED"),
+    ],
 )
 def test_bad_references(ref, code):
     with pytest.raises(SecretError) as err:
@@ -53,10 +57,9 @@ def test_signal_during_cleanup_waits_for_cleanup():
     life.install()
     done = []
     try:
-        with pytest.raises(Cancelled):
-            with life.shielded():
-                os.kill(os.getpid(), signal.SIGINT)
-                done.append("cleanup finished")
+        with pytest.raises(Cancelled), life.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("cleanup finished")
         assert done == ["cleanup finished"]
     finally:
         life.uninstall()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pluggy
 import pytest
+
 from lian_build import hookimpl, hookspecs, sizing
 from lian_build.api import BuildMetrics, RunnerSize, SizingRequest
 from lian_build.builtin import sizing as builtin_sizing

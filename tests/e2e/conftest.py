@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from e2e.helpers import E2E, lian
-
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -31,7 +29,8 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("key") / "id_ed25519"
     path.write_bytes(
         Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
     )
@@ -40,8 +39,13 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def e2e(oci_registry: Any, runner_image: str, ssh_key: Path, docker_client: Any,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def e2e(
+    oci_registry: Any,
+    runner_image: str,
+    ssh_key: Path,
+    docker_client: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[E2E]:
     """Builds a busybox base image through lian itself, so app builds can RUN steps."""
     from fixtures.require import require
 

@@ -23,10 +23,15 @@ class LianRun:
 def lian(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600) -> LianRun:
     proc = subprocess.run(
         [sys.executable, "-m", "lian_build.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected exactly one envelope line on stdout, got {proc.stdout!r}\n{proc.stderr}"
+    assert len(lines) == 1, (
+        f"expected exactly one envelope line on stdout, got {proc.stdout!r}\n{proc.stderr}"
+    )
     return LianRun(proc.returncode, json.loads(lines[0]), proc.stderr, proc.stdout)
 
 
@@ -40,10 +45,25 @@ class E2E:
 
     def flags(self, workspace: str, context: Path, image: str, *extra: str) -> list[str]:
         return [
-            "build", "--workspace", workspace, "--context", str(context), "--image", image,
-            "--ssh-key", str(self.ssh_key), "--provider", "docker-local",
-            "--runner-image", self.runner_image, "--registry", "zot",
-            "--registry-opt", f"url=http://{self.registry.host}", "--builder", "buildah",
+            "build",
+            "--workspace",
+            workspace,
+            "--context",
+            str(context),
+            "--image",
+            image,
+            "--ssh-key",
+            str(self.ssh_key),
+            "--provider",
+            "docker-local",
+            "--runner-image",
+            self.runner_image,
+            "--registry",
+            "zot",
+            "--registry-opt",
+            f"url=http://{self.registry.host}",
+            "--builder",
+            "buildah",
             *extra,
         ]
 

@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
-
 from e2e.helpers import E2E, lian
 
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
 def _app(tmp: Path, base: str, body: str, name: str = "app") -> Path:
@@ -55,7 +55,9 @@ def _file_from_image(e2e: E2E, repo: str, ref: str, path: str) -> bytes:
 
 
 def test_build_push_and_digest_matches_registry(e2e, tmp_path, workspace):
-    ctx = _app(tmp_path, e2e.base_image, "COPY hello.txt /hello.txt\nRUN wc -c /hello.txt > /size\n")
+    ctx = _app(
+        tmp_path, e2e.base_image, "COPY hello.txt /hello.txt\nRUN wc -c /hello.txt > /size\n"
+    )
     image = f"{e2e.registry.host}/apps/{workspace}:1.0"
     run = lian(e2e.flags(workspace, ctx, image, "--tag", "latest"))
     assert run.returncode == 0, run.stderr
@@ -90,7 +92,11 @@ def test_rebuild_on_fresh_runner_hits_registry_cache(e2e, tmp_path, workspace):
 
 
 def test_oom_on_first_tier_retries_on_the_next(e2e, tmp_path, workspace):
-    ctx = _app(tmp_path, e2e.base_image, "RUN head -c 400m /dev/zero | tail > /dev/null && echo survived > /ok\n")
+    ctx = _app(
+        tmp_path,
+        e2e.base_image,
+        "RUN head -c 400m /dev/zero | tail > /dev/null && echo survived > /ok\n",
+    )
     directives = tmp_path / "oom.ncl"
     directives.write_text(
         f"""
@@ -127,7 +133,9 @@ def test_sigterm_mid_build_destroys_runner_and_reports_cancelled(e2e, tmp_path, 
     image = f"{e2e.registry.host}/apps/{workspace}:slow"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lian_build.cli", *e2e.flags(workspace, ctx, image)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     seen = []
@@ -197,8 +205,12 @@ def test_private_registry_password_never_leaks(e2e, oci_registry_auth, tmp_path,
     image = f"{host}/private/{workspace}:1"
     flags = e2e.flags(workspace, ctx, image)
     flags[flags.index(f"url=http://{e2e.registry.host}")] = f"url=http://{host}"
-    flags += ["--registry-opt", f"username={oci_registry_auth.username}",
-              "--registry-opt", "password_ref=env:LIAN_E2E_REGISTRY_PASSWORD"]
+    flags += [
+        "--registry-opt",
+        f"username={oci_registry_auth.username}",
+        "--registry-opt",
+        "password_ref=env:LIAN_E2E_REGISTRY_PASSWORD",
+    ]
     flags.insert(0, "-vv")  # debug logging on: the password must still not show
     run = lian(flags, env={"LIAN_E2E_REGISTRY_PASSWORD": oci_registry_auth.password})
     assert run.returncode == 0, run.stderr

@@ -352,7 +352,7 @@ class EventSink(abc.ABC):
     @abc.abstractmethod
     def emit(self, event: BuildEvent) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional to override: most sinks hold nothing
         """Flush and release connections at the end of the invocation."""
 
 

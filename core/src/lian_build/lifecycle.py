@@ -66,9 +66,7 @@ class Lifecycle:
             )
         name = signal.Signals(signum).name
         self.cancelled_by = name
-        return Cancelled(
-            f"cancelled by {name}; the runner was destroyed", details={"signal": name}
-        )
+        return Cancelled(f"cancelled by {name}; the runner was destroyed", details={"signal": name})
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         error = self._error_for(signum)

@@ -184,7 +184,11 @@ class BuildPipeline:
         intent = plan.intent
         self.events.emit(
             "started",
-            {"image": str(intent.image), "provider": plan.compute.name, "size": attrs.asdict(plan.size)},
+            {
+                "image": str(intent.image),
+                "provider": plan.compute.name,
+                "size": attrs.asdict(plan.size),
+            },
         )
         try:
             result = self._run()
@@ -345,9 +349,17 @@ class BuildPipeline:
 
         plan = self.plan
         paths = plan.paths
-        remote.run(["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir])
+        remote.run(
+            ["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir]
+        )
         with self.progress.phase("sync", str(plan.intent.context)):
-            stats = sync_context(plan.intent.context, remote, paths.context_dir, log=self.progress.info)
+            stats = sync_context(
+                plan.intent.context,
+                remote,
+                paths.context_dir,
+                log=self.progress.info,
+                dockerfile=plan.intent.dockerfile,
+            )
         attempt.sync = attrs.asdict(stats)
         docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
         for sid, value in build_secrets.items():
@@ -364,7 +376,9 @@ class BuildPipeline:
         self, remote: SSHRemote | None, runner: api.Runner | None, request: api.SpawnRequest
     ) -> None:
         compute = self.plan.compute
-        with self.progress.phase("destroy", runner.id if runner else f"session {request.session_id}"):
+        with self.progress.phase(
+            "destroy", runner.id if runner else f"session {request.session_id}"
+        ):
             if remote is not None:
                 try:
                     remote.run(["rm", "-rf", self.plan.paths.work_dir], timeout=30)
@@ -461,4 +475,3 @@ def run_build(
         return pipeline.run()
     finally:
         lifecycle.uninstall()
-

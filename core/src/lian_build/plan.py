@@ -16,7 +16,7 @@ from lian_build.errors import InvalidInput
 from lian_build.intent import BuildIntent
 from lian_build.plugins import PluginHost
 
-REMOTE_ROOT = "/tmp"  # noqa: S108 - the runner is a throwaway machine of our own
+REMOTE_ROOT = "/tmp"
 
 
 def new_session_id() -> str:

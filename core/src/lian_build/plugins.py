@@ -10,6 +10,7 @@ stderr.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -75,6 +76,10 @@ class _Registration:
     plugin: PluginRecord
 
 
+def _identity(obj: object) -> object:
+    return obj
+
+
 def _disabled_names() -> set[str]:
     raw = os.environ.get(DISABLE_ENV, "")
     return {part.strip() for part in raw.split(",") if part.strip()}
@@ -123,7 +128,7 @@ class PluginHost:
             if short in blocked:
                 host._add_disabled(record)
                 continue
-            host._load_module(record, lambda m=module_name: importlib.import_module(m))
+            host._load_module(record, functools.partial(importlib.import_module, module_name))
         if entry_points:
             for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
                 dist = ep.dist.name if ep.dist else "unknown"
@@ -135,7 +140,7 @@ class PluginHost:
                 host._load_module(record, ep.load)
         for name, plugin in extra:
             record = PluginRecord(name, "(in-process)", "-", builtin=False)
-            host._load_module(record, lambda p=plugin: p)
+            host._load_module(record, functools.partial(_identity, plugin))
         host._collect_registrations()
         return host
 
@@ -204,7 +209,10 @@ class PluginHost:
             owners = self._conflicts.setdefault((kind, key), [first.distribution])
             owners.append(record.distribution)
             log.warning(
-                "%s %r is registered by both %s and %s", kind, key, first.distribution,
+                "%s %r is registered by both %s and %s",
+                kind,
+                key,
+                first.distribution,
                 record.distribution,
             )
             return
@@ -321,7 +329,9 @@ def structure_settings(cls: Any, settings: Mapping[str, Any], prefix: str) -> An
     except LianError:
         raise
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"invalid {prefix} settings for {cls.name!r}: {exc}", field=prefix) from None
+        raise InvalidInput(
+            f"invalid {prefix} settings for {cls.name!r}: {exc}", field=prefix
+        ) from None
 
 
 def _first_lian_error(exc: BaseException) -> LianError | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from fixtures.docker import LabelledContainers
 from lian_build import api
 from lian_docker_local.provider import DockerLocalProvider, DockerLocalSettings

@@ -9,6 +9,7 @@ from typing import Any
 
 import paramiko
 import pytest
+
 from lian_build import api
 from lian_build.errors import ProvisionError
 from lian_docker_local import provider as provider_module

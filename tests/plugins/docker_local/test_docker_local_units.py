@@ -10,6 +10,7 @@ import sys
 import tarfile
 
 import pytest
+
 from lian_build import api
 from lian_build.errors import InvalidInput
 from lian_docker_local import container, oom, plugin, provider

@@ -11,14 +11,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from plugins.ghcr.ghcr_imitation import GhcrImitation
+from plugins.zot.oci_content import PushedImage, push_image, tag_image
+
 from fixtures.ports import free_port
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import OciClient
 from lian_ghcr import plugin
 from lian_ghcr.registry import GhcrRegistry, GhcrSettings
-from plugins.ghcr.ghcr_imitation import GhcrImitation
-from plugins.zot.oci_content import PushedImage, push_image, tag_image
 
 USER, PAT, ORG = "octo", "ghp_" + "x" * 36, "acme"
 

@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from plugins.harbor.harbor_imitation import HarborImitation
+from plugins.zot.oci_content import PushedImage, push_image, tag_image
+
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import OciClient
 from lian_harbor import plugin
 from lian_harbor.registry import HarborRegistry, HarborSettings
-from plugins.harbor.harbor_imitation import HarborImitation
-from plugins.zot.oci_content import PushedImage, push_image, tag_image
 
 ROBOT, SECRET, PROJECT = "robot$ci+pusher", "Harbor-robot-secret-1", "ci"
 

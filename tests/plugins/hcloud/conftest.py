@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fake_hcloud import FakeHcloud
+
 from lian_build import api
 from lian_hcloud.provider import HcloudProvider, HcloudSettings
 

@@ -7,6 +7,7 @@ import sys
 
 import pluggy
 import pytest
+
 from lian_build import hookspecs
 from lian_build.errors import InvalidInput
 from lian_hcloud.labels import label_selector, server_name

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from fake_hcloud import FakeHcloud
+
 from lian_build import api
 from lian_build.errors import InvalidInput, ProvisionError
 from lian_hcloud.provider import HcloudProvider

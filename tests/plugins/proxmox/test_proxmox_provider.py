@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fake_proxmox import HOST_KEY, FakeProxmox
+
 from lian_build import api
 from lian_build.errors import InvalidInput, ProvisionError
 from lian_proxmox import plugin

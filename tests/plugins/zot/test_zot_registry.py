@@ -8,11 +8,12 @@ import sys
 import uuid
 
 import pytest
+from plugins.zot.oci_content import push_image, tag_image
+
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_zot import plugin
 from lian_zot.registry import ZotRegistry, ZotSettings
-from plugins.zot.oci_content import push_image, tag_image
 
 
 class Secrets:

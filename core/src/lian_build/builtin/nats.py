@@ -48,7 +48,9 @@ class NatsSink(api.EventSink):
         assert settings.nats_url
         self.settings = settings
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="lian-nats", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="lian-nats", daemon=True
+        )
         self._thread.start()
         self._nc: Any = None
         self._broken = False

@@ -315,7 +315,7 @@ class SSHRemote:
         try:
             # A trailing `exit $?` keeps the login shell from exec'ing the command, so a
             # command killed by a signal still reports an exit status (137 for SIGKILL).
-            channel.exec_command(f"{command}\nexit $?")
+            self._start_command(channel, f"{command}\nexit $?")
             feeder = self._start_feeder(channel, feed, stdin)
             try:
                 result = self._collect(channel, on_output, timeout)
@@ -330,6 +330,16 @@ class SSHRemote:
             with self._lock:
                 self._channels.discard(channel)
             _close_quietly(channel)
+
+    def _start_command(self, channel: paramiko.Channel, command: str) -> None:
+        import paramiko
+
+        try:
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError):
+            if self._cancelled:
+                raise Cancelled("the build was cancelled") from None
+            raise _connection_lost(self.runner) from None
 
     def _open_channel(self) -> paramiko.Channel:
         import paramiko

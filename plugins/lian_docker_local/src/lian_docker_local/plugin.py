@@ -8,6 +8,7 @@ from lian_build import hookimpl
 
 if TYPE_CHECKING:
     import typer
+
     from lian_build.api import Register
 
 

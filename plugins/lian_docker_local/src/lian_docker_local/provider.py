@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from lian_build import api
 from lian_build.errors import InvalidInput, ProvisionError
-
 from lian_docker_local.container import ssh_files_archive, start_script
 from lian_docker_local.engine import connect, describe_engine, missing_image_error
 from lian_docker_local.oom import read_oom_kills

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from lian_build import api, hookimpl
-
 from lian_harbor.registry import HarborRegistry
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import attrs
+
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import (

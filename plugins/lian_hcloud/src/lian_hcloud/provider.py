@@ -22,9 +22,9 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
+
 from lian_build import __version__, api, cloudinit
 from lian_build.errors import InvalidInput, ProvisionError
-
 from lian_hcloud.failures import provision_errors
 from lian_hcloud.labels import check_labels, label_selector, server_name
 from lian_hcloud.tiers import REPLACEMENTS, ladder

@@ -23,7 +23,6 @@ from typing import Any
 
 from lian_build.api import HostKey
 from lian_build.errors import ProvisionError
-
 from lian_proxmox.client import ApiFailure, Resource, Session, poll
 
 log = logging.getLogger("lian.compute.proxmox")

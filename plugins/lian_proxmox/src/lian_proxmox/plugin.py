@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from lian_build import hookimpl
 from lian_build.api import Register
-
 from lian_proxmox.provider import ProxmoxProvider
 
 

@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import attrs
+
 from lian_build import api
 from lian_build.errors import InvalidInput, LianError
-
 from lian_proxmox import agent
 from lian_proxmox.client import ApiFailure, Session
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from lian_build import api, hookimpl
-
 from lian_zot.registry import ZotRegistry
 
 

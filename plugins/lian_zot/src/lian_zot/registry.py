@@ -16,6 +16,7 @@ import ipaddress
 from typing import Any, ClassVar
 
 import attrs
+
 from lian_build import api
 from lian_build.errors import InvalidInput
 from lian_build.oci import OciClient, check_url, host_of, local_repository, parse_reference
