@@ -1,9 +1,26 @@
 """Shared fixtures. Real services (sshd, an OCI registry, nats-server, dockerd) start
 on 127.0.0.1 from the modules in tests/fixtures/."""
 
+import os
+from collections.abc import Iterator
+
+import pytest
+
 pytest_plugins = [
     "fixtures.sshd",
     "fixtures.registry",
     "fixtures.nats",
     "fixtures.docker",
 ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Build history and other state go to a throwaway folder, never the user's."""
+    old = os.environ.get("LIAN_STATE_DIR")
+    os.environ["LIAN_STATE_DIR"] = str(tmp_path_factory.mktemp("lian-state"))
+    yield
+    if old is None:
+        os.environ.pop("LIAN_STATE_DIR", None)
+    else:
+        os.environ["LIAN_STATE_DIR"] = old

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from e2e.helpers import E2E, lian
 
 ACCEPT = ", ".join(
@@ -74,6 +75,13 @@ def test_build_push_and_digest_matches_registry(e2e, tmp_path, workspace):
     assert result["sync"]["bytes_sent"] < 100_000  # node_modules/ stayed home
     assert _file_from_image(e2e, f"apps/{workspace}", "1.0", "/hello.txt") == b"hello from lian\n"
     assert not e2e.runners(workspace=workspace)
+    # What the build used is recorded for history-based sizing, measured in the runner.
+    from lian_build.history import default_store
+
+    samples = default_store().samples(workspace)
+    assert [s.session_id for s in samples] == [result["session_id"]]
+    assert samples[0].succeeded and samples[0].peak_memory_bytes
+    assert samples[0].peak_memory_bytes > 1_000_000
 
 
 def test_rebuild_on_fresh_runner_hits_registry_cache(e2e, tmp_path, workspace):
@@ -227,4 +235,31 @@ def test_private_registry_password_never_leaks(e2e, oci_registry_auth, tmp_path,
     assert bad.returncode == 6, bad.stderr
     assert bad.envelope["error"]["code"].startswith("REGISTRY")
     assert "wrong-password-123" not in bad.stdout + bad.stderr
+    assert not e2e.runners(workspace=workspace)
+
+
+@pytest.mark.parametrize("phase", ["provision:", "sync:"])
+def test_sigint_in_early_phases_leaves_no_runner(e2e, tmp_path, workspace, phase):
+    """Ctrl-C while the runner is being created or synced: the session's runner is found
+    by its label (even if its id never reached lian) and destroyed."""
+    ctx = _app(tmp_path, e2e.base_image, "COPY hello.txt /hello.txt\n")
+    image = f"{e2e.registry.host}/apps/{workspace}:int"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lian_build.cli", *e2e.flags(workspace, ctx, image)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if phase in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, rest = proc.communicate(timeout=120)
+    text = "".join(seen) + rest
+    if proc.returncode == 0:
+        pytest.fail(f"the build finished before the signal landed:\n{text}")
+    assert proc.returncode == 130, text
+    assert json.loads(stdout)["status"] == "cancelled"
+    assert "Traceback" not in text
     assert not e2e.runners(workspace=workspace)

@@ -55,7 +55,9 @@ class Progress:
         if not text:
             return
         if self._status is not None:
-            shown = self.redact(text)[-120:]
+            # One terminal row: a wrapped status line would scroll the display.
+            room = max(20, self._console.width - len(self._phase or "") - 4)
+            shown = " ".join(self.redact(text).split())[:room]
             self._status.update(f"[bold]{self._phase}[/bold] {_escape(shown)}")
             self._print("  " + text)
         else:
