@@ -43,7 +43,9 @@ class E2E:
     base_image: str
     docker: Any
 
-    def flags(self, workspace: str, context: Path, image: str, *extra: str) -> list[str]:
+    def flags(
+        self, workspace: str, context: Path, image: str, *extra: str, builder: str = "buildah"
+    ) -> list[str]:
         return [
             "build",
             "--workspace",
@@ -63,7 +65,7 @@ class E2E:
             "--registry-opt",
             f"url=http://{self.registry.host}",
             "--builder",
-            "buildah",
+            builder,
             *extra,
         ]
 

@@ -60,7 +60,8 @@ def test_build_push_and_digest_matches_registry(e2e, tmp_path, workspace):
         tmp_path, e2e.base_image, "COPY hello.txt /hello.txt\nRUN wc -c /hello.txt > /size\n"
     )
     image = f"{e2e.registry.host}/apps/{workspace}:1.0"
-    run = lian(e2e.flags(workspace, ctx, image, "--tag", "latest"))
+    # builder "auto" asks the runner: this image has buildah and no buildkitd.
+    run = lian(e2e.flags(workspace, ctx, image, "--tag", "latest", builder="auto"))
     assert run.returncode == 0, run.stderr
     env = run.envelope
     assert env["status"] == "ok" and env["command"] == "build"
@@ -70,6 +71,7 @@ def test_build_push_and_digest_matches_registry(e2e, tmp_path, workspace):
     assert _manifest(e2e, f"apps/{workspace}", "latest")[0] == digest
     assert result["tags"] == [image, f"{e2e.registry.host}/apps/{workspace}:latest"]
     assert result["retries"] == 0 and result["tiers_tried"] == [result["tier"]]
+    assert result["builder"] == "buildah"
     assert set(result["phases"]) >= {"provision", "ssh", "sync", "build", "destroy", "verify"}
     assert result["sync"]["files"] >= 3  # Dockerfile, .dockerignore, hello.txt
     assert result["sync"]["bytes_sent"] < 100_000  # node_modules/ stayed home
