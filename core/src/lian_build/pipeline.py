@@ -219,8 +219,9 @@ class BuildPipeline:
 
         attempt: AttemptResult | None = None
         for index, tier in enumerate(plan.attempts):
-            attempt = self._attempt(tier, auth, build_secrets)
-            self.attempts.append(attempt)
+            attempt = AttemptResult(tier=tier)
+            self.attempts.append(attempt)  # listed in error envelopes even if it fails
+            self._attempt(attempt, auth, build_secrets)
             outcome = attempt.outcome
             assert outcome is not None
             self._record(attempt)
@@ -278,12 +279,15 @@ class BuildPipeline:
             log.warning("reaping expired runners failed: %s", exc.message)
 
     def _attempt(
-        self, tier: api.Tier, auth: api.RegistryAuth | None, build_secrets: Mapping[str, str]
-    ) -> AttemptResult:
+        self,
+        attempt: AttemptResult,
+        auth: api.RegistryAuth | None,
+        build_secrets: Mapping[str, str],
+    ) -> None:
         from lian_build.remote.ssh import SSHRemote, generate_host_key
 
         plan = self.plan
-        attempt = AttemptResult(tier=tier)
+        tier = attempt.tier
         started = time.monotonic()
         budget_s = plan.size.time_budget_min * 60
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=budget_s + EXPIRY_GRACE_S)
@@ -334,7 +338,6 @@ class BuildPipeline:
             attempt.duration_s = time.monotonic() - started
             with self.lifecycle.shielded():
                 self._teardown(remote, runner, request)
-        return attempt
 
     def _build_on(
         self,
