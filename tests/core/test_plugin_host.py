@@ -180,3 +180,56 @@ def test_hookspecs_are_all_prefixed_and_documented():
     for name in names:
         assert getattr(hookspecs, name).__doc__, name
         assert hasattr(pm.hook, name)
+
+
+class _RotSink(api.EventSink):
+    name = "rot13"
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def emit(self, event):
+        pass
+
+
+class _ThirdPartyEvents:
+    @hookimpl
+    def lian_register_event_sinks(self, register, settings):
+        register(_RotSink(settings.subject_prefix))
+
+
+class _BrokenEvents:
+    @hookimpl
+    def lian_register_event_sinks(self, register):
+        raise RuntimeError("sink backend down")
+
+
+def test_third_party_event_sink_registration_and_a_broken_one():
+    host = PluginHost.load(
+        entry_points=False, extra=[("events", _ThirdPartyEvents()), ("broken", _BrokenEvents())]
+    )
+    sinks = host.event_sinks(api.EventSettings(subject_prefix="ci"))
+    assert [(s.name, s.prefix) for s in sinks] == [("rot13", "ci")]
+
+
+class _VaultLike(api.SecretResolver):
+    scheme = "mem"
+
+    def resolve(self, reference):
+        return {"db/password": "s3cr3t-from-mem"}[reference]
+
+
+class _ThirdPartySecrets:
+    @hookimpl
+    def lian_register_secret_resolvers(self, register):
+        register(_VaultLike)
+
+
+def test_third_party_secret_resolver_is_used_by_the_store():
+    from lian_build.secrets import SecretStore
+
+    host = PluginHost.load(entry_points=False, extra=[("mem", _ThirdPartySecrets())])
+    store = SecretStore(host.secret_resolvers())
+    assert store("mem:db/password") == "s3cr3t-from-mem"
+    assert store.redact("pw=s3cr3t-from-mem") == "pw=***"
+    assert set(host.names("secret")) == {"env", "file", "mem"}

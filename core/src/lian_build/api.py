@@ -88,6 +88,9 @@ class Runner:
     host_public_key: str  # pinned: no trust on first use
     tier: Tier
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    # Run over SSH before the build and waited for, e.g. ("cloud-init", "status", "--wait")
+    # on machines that install their tools at first boot.
+    ready_command: tuple[str, ...] = ()
 
 
 @attrs.frozen

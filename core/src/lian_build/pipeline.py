@@ -21,6 +21,7 @@ from lian_build.errors import (
     BuildFailed,
     LianError,
     OutOfMemory,
+    ProvisionError,
     RegistryError,
     RemoteError,
 )
@@ -312,6 +313,16 @@ class BuildPipeline:
                 remote = SSHRemote.connect(
                     runner, self.client_key, wait_timeout_s=self.ssh_wait_s, log=self.progress.info
                 )
+            if runner.ready_command:
+                with self.progress.phase("ready", " ".join(runner.ready_command)):
+                    ready = remote.run(list(runner.ready_command), on_output=self.progress.line)
+                if ready.exit_code != 0:
+                    raise ProvisionError(
+                        f"runner {runner.id} did not become ready: "
+                        f"`{' '.join(runner.ready_command)}` exited {ready.exit_code}",
+                        code="RUNNER_NOT_READY",
+                        details={"log_tail": self.store.redact(ready.stderr[-2000:])},
+                    )
             attempt.outcome, attempt.builder = self._build_on(remote, attempt, auth, build_secrets)
             if attempt.outcome.exit_code != 0:
                 state = _safe_inspect(plan.compute, runner.id)

@@ -76,6 +76,11 @@ class _Registration:
     plugin: PluginRecord
 
 
+def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+    """Call one implementation; like pluggy, pass only the arguments it asks for."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
+
+
 def _identity(obj: object) -> object:
     return obj
 
@@ -189,7 +194,7 @@ class PluginHost:
                     continue
                 items: list[Any] = []
                 try:
-                    impl.function(items.append)
+                    _call(impl, register=items.append)
                 except Exception as exc:
                     self._fail(record, f"{hook_name} raised", exc)
                     continue
@@ -276,7 +281,13 @@ class PluginHost:
 
     def event_sinks(self, settings: api.EventSettings) -> list[api.EventSink]:
         sinks: list[api.EventSink] = []
-        self.pm.hook.lian_register_event_sinks(register=sinks.append, settings=settings)
+        for impl in self.pm.hook.lian_register_event_sinks.get_hookimpls():
+            try:
+                _call(impl, register=sinks.append, settings=settings)
+            except Exception as exc:  # events are best effort: a broken sink never fails a build
+                record = self._record_of.get(id(impl.plugin))
+                name = record.name if record else impl.plugin_name
+                log.warning("plugin %s could not register its event sink: %s", name, exc)
         return sinks
 
     def record_metrics(self, metrics: api.BuildMetrics) -> None:
@@ -289,7 +300,7 @@ class PluginHost:
         for impl in self.pm.hook.lian_register_commands.get_hookimpls():
             record = self._record_of.get(id(impl.plugin))
             try:
-                impl.function(cli)
+                _call(impl, cli=cli)
             except Exception as exc:
                 if record is not None:
                     self._fail(record, "lian_register_commands raised", exc)

@@ -7,10 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fake_hcloud import FakeHcloud
 
+from fixtures.keys import new_authorized_key, new_host_key
 from lian_build import api
 from lian_hcloud.provider import HcloudProvider, HcloudSettings
 
@@ -51,26 +50,11 @@ def provider(make_provider: Callable[..., HcloudProvider]) -> HcloudProvider:
     return make_provider()
 
 
-def new_host_key() -> api.HostKey:
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return api.HostKey(private_openssh=private, public_openssh=public)
-
-
 @pytest.fixture
 def make_request() -> Callable[..., api.SpawnRequest]:
     def make(session_id: str = "s1a2b3", tier: str = "cx23", **labels: str) -> api.SpawnRequest:
         expires = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-        client_key = new_host_key().public_openssh + " lian-client"
+        client_key = new_authorized_key("lian-client")
         all_labels = {
             "lian.managed": "true",
             "lian.session": session_id,

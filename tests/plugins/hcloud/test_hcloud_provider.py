@@ -74,6 +74,9 @@ def test_user_data_installs_host_key_and_authorized_key(fake_hcloud, provider, m
     assert config["users"][0]["name"] == "root"
     assert config["users"][0]["ssh_authorized_keys"] == [request.authorized_key]
     assert config["ssh_pwauth"] is False
+    # A stock image gets its builder from cloud-init; the build waits for cloud-init.
+    assert set(config["packages"]) >= {"buildah", "rsync"}
+    assert runner.ready_command == ("cloud-init", "status", "--wait")
 
 
 def test_snapshot_id_firewall_and_network_are_sent_as_ids(fake_hcloud, make_provider, make_request):
@@ -328,5 +331,6 @@ def test_tiers_and_plan_need_no_token_and_no_network(fake_hcloud):
         "image": "ubuntu-24.04",
         "api_endpoint": "https://api.hetzner.cloud/v1",
         "server_types": ["cx23", "cx33", "cx43", "cx53"],
+        "packages": ["buildah", "rsync"],
     }
     assert fake_hcloud.requests == []

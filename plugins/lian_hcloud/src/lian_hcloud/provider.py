@@ -73,6 +73,9 @@ class HcloudSettings:
     server_types: list[str] | None = None  # ladder override: names or "name:cpu:mem[:disk]"
     firewall: str | None = None  # name or id
     network: str | None = None  # name or id
+    # Installed by cloud-init at first boot; the build waits for cloud-init to finish.
+    # A snapshot with a builder baked in boots faster: set packages = [] with it.
+    packages: list[str] = attrs.field(factory=lambda: ["buildah", "rsync"])
 
 
 class HcloudProvider(api.ComputeProvider):
@@ -90,6 +93,7 @@ class HcloudProvider(api.ComputeProvider):
             "image": self.settings.image,
             "api_endpoint": self.settings.api_endpoint,
             "server_types": [tier.name for tier in self.tiers()],
+            "packages": list(self.settings.packages),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -101,6 +105,7 @@ class HcloudProvider(api.ComputeProvider):
             authorized_key=request.authorized_key,
             host_key=request.host_key,
             user=self.settings.ssh_user,
+            packages=self.settings.packages,
         )
         client = self._client()
         with self._errors():
@@ -127,6 +132,8 @@ class HcloudProvider(api.ComputeProvider):
             host_public_key=request.host_key.public_openssh,
             tier=request.tier,
             labels=labels,
+            # SSH answers before cloud-init has installed the packages the build needs.
+            ready_command=("cloud-init", "status", "--wait"),
         )
 
     def destroy(self, runner_id: str) -> None:
