@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from core.build_jobs import REG, job
 from core.localremote import LocalRemote
 
 from fixtures.registry import RegistryServer
@@ -24,7 +25,6 @@ from lian_build.builders import reference_host, repository_of
 from lian_build.builders.buildah import BuildahBuilder
 from lian_build.builders.progress import count_buildah_cache_hits, parse_digest_file
 
-REG = "127.0.0.1:5000"
 NASTY = "a b;c $(touch /tmp/pwned) `id` \"dq\" 'sq' \\ $HOME, end"
 MANIFEST_TYPES = ", ".join(
     [
@@ -34,17 +34,6 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
-
-
-def job(**overrides: object) -> api.BuildJob:
-    fields: dict[str, object] = {
-        "context_dir": "/tmp/lian/ctx",
-        "dockerfile": "Dockerfile",
-        "tags": (f"{REG}/app:1",),
-        "work_dir": "/tmp/lian/work",
-    }
-    fields.update(overrides)
-    return api.BuildJob(**fields)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- commands

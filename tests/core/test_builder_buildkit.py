@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from core.build_jobs import REG, job
 from core.localremote import LocalRemote
 
 from lian_build import api
@@ -22,23 +23,11 @@ from lian_build.builders.buildkit import (
 from lian_build.builders.progress import metadata_digest
 from lian_build.errors import InvalidInput
 
-REG = "127.0.0.1:5000"
 NASTY = "a b;c $(touch /tmp/pwned) `id` \"dq\" 'sq' \\ $HOME\nsecond line, with comma"
 
 
 def sha(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def job(**overrides: object) -> api.BuildJob:
-    fields: dict[str, object] = {
-        "context_dir": "/tmp/lian/ctx",
-        "dockerfile": "Dockerfile",
-        "tags": (f"{REG}/app:1",),
-        "work_dir": "/tmp/lian/work",
-    }
-    fields.update(overrides)
-    return api.BuildJob(**fields)  # type: ignore[arg-type]
 
 
 def argv_of(build_job: api.BuildJob, builder: BuildKitBuilder | None = None) -> list[str]:

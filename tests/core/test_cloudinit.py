@@ -5,30 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fixtures.keys import new_authorized_key, new_host_key
 from lian_build import api
 from lian_build.cloudinit import USER_DATA_LIMIT_BYTES, user_data
 from lian_build.errors import InvalidInput
 
-
-def _host_key() -> api.HostKey:
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return api.HostKey(private_openssh=private, public_openssh=public)
-
-
-CLIENT_KEY = _host_key().public_openssh + " ci@lian"
+CLIENT_KEY = new_authorized_key("ci@lian")
 
 
 def _parse(document: str) -> dict:
@@ -38,7 +21,7 @@ def _parse(document: str) -> dict:
 
 
 def test_installs_pinned_host_key_and_authorized_key():
-    host_key = _host_key()
+    host_key = new_host_key()
     config = _parse(user_data(authorized_key=CLIENT_KEY, host_key=host_key))
 
     assert config["ssh_keys"] == {
@@ -56,7 +39,7 @@ def test_installs_pinned_host_key_and_authorized_key():
 
 
 def test_non_root_user_gets_sudo_and_root_stays_disabled():
-    config = _parse(user_data(authorized_key=CLIENT_KEY, host_key=_host_key(), user="builder"))
+    config = _parse(user_data(authorized_key=CLIENT_KEY, host_key=new_host_key(), user="builder"))
     (entry,) = config["users"]
     assert entry["name"] == "builder"
     assert entry["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
@@ -68,7 +51,7 @@ def test_runcmd_stays_argv_lists_so_no_shell_is_involved():
     config = _parse(
         user_data(
             authorized_key=CLIENT_KEY,
-            host_key=_host_key(),
+            host_key=new_host_key(),
             packages=["rsync", "buildkit"],
             runcmd=[["systemctl", "enable", "--now", "buildkit"], ["echo", hostile]],
         )
@@ -80,7 +63,7 @@ def test_runcmd_stays_argv_lists_so_no_shell_is_involved():
 
 
 def test_json_body_uses_yaml_safe_separators():
-    document = user_data(authorized_key=CLIENT_KEY, host_key=_host_key())
+    document = user_data(authorized_key=CLIENT_KEY, host_key=new_host_key())
     # YAML needs a space after ':' in flow mappings; JSON's default gives one.
     assert '"ssh_pwauth": false' in document
     assert document.isascii()
@@ -91,7 +74,7 @@ def test_json_body_uses_yaml_safe_separators():
 )
 def test_runcmd_must_be_argv_lists(runcmd):
     with pytest.raises(InvalidInput) as info:
-        user_data(authorized_key=CLIENT_KEY, host_key=_host_key(), runcmd=runcmd)
+        user_data(authorized_key=CLIENT_KEY, host_key=new_host_key(), runcmd=runcmd)
     assert info.value.field == "runcmd"
 
 
@@ -100,12 +83,12 @@ def test_runcmd_must_be_argv_lists(runcmd):
 )
 def test_authorized_key_must_be_one_public_key(key):
     with pytest.raises(InvalidInput) as info:
-        user_data(authorized_key=key, host_key=_host_key())
+        user_data(authorized_key=key, host_key=new_host_key())
     assert info.value.field == "authorized_key"
 
 
 def test_host_key_must_be_ed25519_with_openssh_private_half():
-    good = _host_key()
+    good = new_host_key()
     wrong_type = api.HostKey(good.private_openssh, "ssh-rsa AAAAB3Nza host")
     wrong_private = api.HostKey(
         "-----BEGIN RSA PRIVATE KEY-----\nsecret-bytes\n", good.public_openssh
@@ -119,15 +102,15 @@ def test_host_key_must_be_ed25519_with_openssh_private_half():
 
 def test_bad_user_name_is_refused():
     with pytest.raises(InvalidInput) as info:
-        user_data(authorized_key=CLIENT_KEY, host_key=_host_key(), user="root; rm")
+        user_data(authorized_key=CLIENT_KEY, host_key=new_host_key(), user="root; rm")
     assert info.value.field == "ssh_user"
 
 
 def test_size_limit_is_enforced():
     many = [["echo", "x" * 100] for _ in range(400)]
     with pytest.raises(InvalidInput) as info:
-        user_data(authorized_key=CLIENT_KEY, host_key=_host_key(), runcmd=many)
+        user_data(authorized_key=CLIENT_KEY, host_key=new_host_key(), runcmd=many)
     assert info.value.field == "user_data"
     assert info.value.details["limit"] == USER_DATA_LIMIT_BYTES
-    fits = user_data(authorized_key=CLIENT_KEY, host_key=_host_key(), runcmd=many[:100])
+    fits = user_data(authorized_key=CLIENT_KEY, host_key=new_host_key(), runcmd=many[:100])
     assert len(fits.encode()) <= USER_DATA_LIMIT_BYTES

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from fixtures.fake_dists import run_lian
+from fixtures.keys import write_private_key
 
 SIX = "hcloud,proxmox,docker-local,zot,harbor,ghcr"
 
@@ -28,17 +29,7 @@ def test_help_and_plugins_without_providers():
 
 def test_build_without_provider_is_a_clear_plugin_error(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    key = tmp_path / "id"
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
+    key = write_private_key(tmp_path / "id")
     proc = run_lian(
         [
             "plan",

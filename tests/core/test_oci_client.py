@@ -6,8 +6,8 @@ import uuid
 
 import httpx
 import pytest
-from plugins.zot.oci_content import OCI_MANIFEST, push_image, tag_image
 
+from fixtures.oci_content import OCI_MANIFEST, push_image, tag_image
 from fixtures.ports import free_port
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import OciClient, parse_reference

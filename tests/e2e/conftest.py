@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from e2e.helpers import E2E, lian
 
+from fixtures.keys import write_private_key
+
 BUSYBOX = Path("/bin/busybox")
 
 
@@ -23,19 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    path = tmp_path_factory.mktemp("key") / "id_ed25519"
-    path.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
+    return write_private_key(tmp_path_factory.mktemp("key") / "id_ed25519")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A small OCI distribution client shared by the registry plugins.
+"""A small OCI distribution client, and ``DistributionRegistry``, the provider base the
+registry plugins build on.
 
 It speaks the distribution API (``/v2/...``) and the auth dance registries expect: try
 anonymously, then answer the ``WWW-Authenticate`` challenge with basic credentials or a
@@ -17,11 +18,12 @@ import logging
 import re
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import attrs
 
+from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 
 if TYPE_CHECKING:
@@ -129,6 +131,24 @@ def error_from_response(
         code=UNAUTHORIZED if status in (401, 403) else ERROR,
         details={"host": host, "status": status, "oci_code": code or None},
     )
+
+
+def delete_unknown(host: str, subject: str, why: str) -> RegistryError:
+    """Deleting something the registry does not hold: reported as a 404 would be."""
+    return RegistryError(
+        f"registry {host}: cannot delete {subject}: MANIFEST_UNKNOWN ({why})",
+        code=ERROR,
+        details={"host": host, "status": 404, "oci_code": "MANIFEST_UNKNOWN"},
+    )
+
+
+def check_basic_credentials(username: str | None, password_ref: str | None) -> None:
+    """Settings check: a registry user name comes with a secret reference to its password."""
+    if username and not password_ref:
+        raise InvalidInput(
+            "registry.password_ref is required when registry.username is set",
+            field="registry.password_ref",
+        )
 
 
 def unreachable(host: str, action: str, exc: Exception) -> RegistryError:
@@ -292,12 +312,7 @@ class OciClient:
         if digest is None:
             if missing_ok:
                 return
-            raise RegistryError(
-                f"registry {self.host}: cannot delete {repository}:{reference}: "
-                "MANIFEST_UNKNOWN (no such tag)",
-                code=ERROR,
-                details={"host": self.host, "status": 404, "oci_code": "MANIFEST_UNKNOWN"},
-            )
+            raise delete_unknown(self.host, f"{repository}:{reference}", "no such tag")
         path = f"/v2/{repository}/manifests/{digest}"
         response = self._send("DELETE", path, scope=f"repository:{repository}:delete")
         if response.status_code in (200, 202) or (response.status_code == 404 and missing_ok):
@@ -466,3 +481,101 @@ class OciClient:
 
 def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
+
+
+# --------------------------------------------------------------------------- provider base
+
+
+class DistributionRegistry(api.RegistryProvider):
+    """A registry reached through the OCI distribution API.
+
+    Subclasses say how to build the OciClient (``base_url``, ``tls_verify``, the
+    credentials in ``settings.username`` + ``secret_ref``) and which repositories are
+    theirs (``cache_repository``). Reads and the distribution-API delete live here;
+    registries that delete through their own API override ``delete``.
+    """
+
+    # Tags per page for ``list_tags``; None lets the registry choose.
+    tags_page_size: ClassVar[int | None] = None
+
+    @property
+    def base_url(self) -> str:
+        """Where the distribution API answers (``/v2/`` is appended)."""
+        return str(self.settings.url)
+
+    @property
+    def host(self) -> str:
+        return host_of(self.base_url)
+
+    @property
+    def insecure(self) -> bool:
+        return self.base_url.startswith("http://")
+
+    @property
+    def tls_verify(self) -> bool:
+        return bool(self.settings.tls_verify)
+
+    @property
+    def secret_ref(self) -> str | None:
+        """The secret reference holding the password for ``settings.username``."""
+        ref: str | None = self.settings.password_ref
+        return ref
+
+    def auth(self) -> api.RegistryAuth | None:
+        if not self.settings.username:
+            return None
+        return api.RegistryAuth(
+            registry=self.host, username=self.settings.username, password=self._secret()
+        )
+
+    def check(self) -> None:
+        with self._client() as client:
+            client.ping()
+
+    def manifest_digest(self, reference: str) -> str | None:
+        repository, ref = self._split(reference)
+        with self._client() as client:
+            return client.manifest_digest(repository, ref)
+
+    def list_tags(self, repository: str) -> list[str]:
+        with self._client() as client:
+            return client.list_tags(
+                local_repository(self.host, repository), page_size=self.tags_page_size
+            )
+
+    def delete(self, reference: str) -> None:
+        """Delete the manifest a reference names (every tag on that digest goes with it)."""
+        repository, ref = self._split(reference)
+        with self._client() as client:
+            client.delete(repository, ref)
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "url": self.base_url,
+            "insecure": self.insecure,
+            "auth": "basic" if self.settings.username else "none",
+        }
+
+    # ----------------------------------------------------------------- helpers
+
+    def _secret(self) -> str:
+        ref = self.secret_ref
+        return self.secrets(ref) if ref else ""
+
+    def _client(self) -> OciClient:
+        username = self.settings.username
+        return OciClient(
+            self.base_url,
+            username=username,
+            password=self._secret() if username else None,
+            verify=self.tls_verify,
+        )
+
+    def _split(self, reference: str) -> tuple[str, str]:
+        """``(repository, tag or digest)`` of a reference that must be on this registry."""
+        host, repository, ref = parse_reference(reference)
+        if host != self.host:
+            raise InvalidInput(
+                f"reference {reference!r} is not on registry {self.host}", field="reference"
+            )
+        return repository, ref

@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 from fixtures.docker import LabelledContainers
+from fixtures.keys import new_host_key
 from lian_build import api
 from lian_docker_local.provider import DockerLocalProvider, DockerLocalSettings
 
@@ -23,32 +24,13 @@ class SessionKeys:
     client_public: str
 
 
-def _ed25519_pair() -> tuple[str, str]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return private, public
-
-
 @pytest.fixture
 def session_keys() -> SessionKeys:
-    host_private, host_public = _ed25519_pair()
-    client_private, client_public = _ed25519_pair()
+    client = new_host_key()  # any ed25519 pair works as a client key
     return SessionKeys(
-        host_key=api.HostKey(private_openssh=host_private, public_openssh=host_public),
-        client_private=client_private,
-        client_public=client_public,
+        host_key=new_host_key(),
+        client_private=client.private_openssh,
+        client_public=client.public_openssh,
     )
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from fixtures.require import require, require_binary
 from lian_docker_local import plugin
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.docker
 

@@ -15,8 +15,8 @@ import re
 import secrets
 from urllib.parse import quote, unquote
 
-from plugins.zot.oci_content import OCI_MANIFEST
-from plugins.zot.oci_front import Incoming, OciFront, Outgoing, json_response, oci_errors
+from fixtures.oci_content import OCI_MANIFEST
+from fixtures.oci_front import Incoming, OciFront, Outgoing, json_response, oci_errors
 
 REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
 PACKAGES_PATH = re.compile(

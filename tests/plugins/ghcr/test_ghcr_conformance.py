@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from plugins.ghcr.ghcr_imitation import GhcrImitation
-from plugins.zot.oci_content import PushedImage, push_image
 
+from fixtures.oci_content import PushedImage, push_image
 from fixtures.registry import RegistryServer
 from lian_build.testing.conformance import RegistryProviderConformance
 from lian_ghcr.registry import GhcrRegistry, GhcrSettings

@@ -3,17 +3,15 @@ OCI registry: manifests pushed through the imitation land in the real registry."
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from plugins.ghcr.ghcr_imitation import GhcrImitation
-from plugins.zot.oci_content import PushedImage, push_image, tag_image
 
+from fixtures.oci_content import PushedImage, push_image, tag_image
+from fixtures.plugin_checks import assert_import_leaves_out, assert_registers_registry
 from fixtures.ports import free_port
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
@@ -62,16 +60,11 @@ def unique(owner: str = ORG) -> str:
 
 
 def test_plugin_registers_the_ghcr_registry():
-    (entry_point,) = importlib.metadata.entry_points(group="lian_build", name="ghcr")
-    assert entry_point.load() is plugin
-    registered: list[object] = []
-    plugin.lian_register_registries(register=registered.append)
-    assert registered == [GhcrRegistry]
+    assert_registers_registry("ghcr", plugin, GhcrRegistry)
 
 
 def test_plugin_module_does_not_import_httpx():
-    code = "import sys, lian_ghcr.plugin; sys.exit('httpx' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert_import_leaves_out("lian_ghcr.plugin", "httpx")
 
 
 def test_defaults_layout_auth_and_plan():

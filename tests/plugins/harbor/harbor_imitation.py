@@ -14,8 +14,9 @@ import uuid
 from urllib.parse import unquote
 
 import attrs
-from plugins.zot.oci_content import OCI_MANIFEST
-from plugins.zot.oci_front import Incoming, OciFront, Outgoing, oci_errors
+
+from fixtures.oci_content import OCI_MANIFEST
+from fixtures.oci_front import Incoming, OciFront, Outgoing, oci_errors
 
 REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 ARTIFACT_PATH = re.compile(

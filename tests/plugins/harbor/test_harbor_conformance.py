@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 from plugins.harbor.harbor_imitation import HarborImitation
-from plugins.zot.oci_content import PushedImage, push_image
 
+from fixtures.oci_content import PushedImage, push_image
 from fixtures.registry import RegistryServer
 from lian_build.testing.conformance import RegistryProviderConformance
 from lian_harbor.registry import HarborRegistry, HarborSettings

@@ -3,16 +3,14 @@ manifests pushed through the imitation land in the real registry."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from plugins.harbor.harbor_imitation import HarborImitation
-from plugins.zot.oci_content import PushedImage, push_image, tag_image
 
+from fixtures.oci_content import PushedImage, push_image, tag_image
+from fixtures.plugin_checks import assert_import_leaves_out, assert_registers_registry
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import OciClient
@@ -53,16 +51,11 @@ def unique() -> str:
 
 
 def test_plugin_registers_the_harbor_registry():
-    (entry_point,) = importlib.metadata.entry_points(group="lian_build", name="harbor")
-    assert entry_point.load() is plugin
-    registered: list[object] = []
-    plugin.lian_register_registries(register=registered.append)
-    assert registered == [HarborRegistry]
+    assert_registers_registry("harbor", plugin, HarborRegistry)
 
 
 def test_plugin_module_does_not_import_httpx():
-    code = "import sys, lian_harbor.plugin; sys.exit('httpx' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert_import_leaves_out("lian_harbor.plugin", "httpx")
 
 
 def test_layout_auth_and_plan():

@@ -14,10 +14,9 @@ from urllib.parse import quote, unquote
 
 import cattrs
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from fake_proxmox import HOST_KEY, FakeProxmox
 
+from fixtures.keys import new_authorized_key, new_host_key
 from lian_build import api
 from lian_build.errors import InvalidInput, ProvisionError
 from lian_proxmox import plugin
@@ -30,31 +29,14 @@ TIER = api.Tier("4c-8g", cpu=4, memory_gb=8)
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
-def _keypair(comment: str) -> tuple[str, str]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return private, f"{public} {comment}"
-
-
 def _request(session_id: str = "S1a2b", **labels: str) -> api.SpawnRequest:
-    host_private, host_public = _keypair("runner host key")
-    _, client_public = _keypair("lian client+ci@build/01")
     return api.SpawnRequest(
         session_id=session_id,
         workspace="app",
         tier=TIER,
         labels=labels or {"lian-workspace": "app", "lian-session": session_id},
-        authorized_key=client_public,
-        host_key=api.HostKey(private_openssh=host_private, public_openssh=host_public),
+        authorized_key=new_authorized_key("lian client+ci@build/01"),
+        host_key=new_host_key("runner host key"),
         runner_image=None,
         expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
     )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from plugins.zot.oci_content import PushedImage, push_image
 
+from fixtures.oci_content import PushedImage, push_image
 from fixtures.registry import RegistryServer
 from lian_build.testing.conformance import RegistryProviderConformance
 from lian_zot.registry import ZotRegistry, ZotSettings

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
-import sys
 import uuid
 
 import pytest
-from plugins.zot.oci_content import push_image, tag_image
 
+from fixtures.oci_content import push_image, tag_image
+from fixtures.plugin_checks import assert_import_leaves_out, assert_registers_registry
 from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_zot import plugin
@@ -46,17 +44,12 @@ def unique_repo() -> str:
 
 
 def test_plugin_registers_the_zot_registry():
-    (entry_point,) = importlib.metadata.entry_points(group="lian_build", name="zot")
-    assert entry_point.load() is plugin
-    registered: list[object] = []
-    plugin.lian_register_registries(register=registered.append)
-    assert registered == [ZotRegistry]
+    assert_registers_registry("zot", plugin, ZotRegistry)
     assert ZotRegistry.name == "zot"
 
 
 def test_plugin_module_does_not_import_httpx():
-    code = "import sys, lian_zot.plugin; sys.exit('httpx' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert_import_leaves_out("lian_zot.plugin", "httpx")
 
 
 def test_host_insecure_and_cache_repository_layout():

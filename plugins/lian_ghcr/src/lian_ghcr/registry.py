@@ -14,18 +14,16 @@ from urllib.parse import quote
 
 import attrs
 
-from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import (
-    ERROR,
     UNAUTHORIZED,
-    OciClient,
+    DistributionRegistry,
     api_request,
     check_url,
+    delete_unknown,
     host_of,
     is_digest,
     local_repository,
-    parse_reference,
 )
 
 if TYPE_CHECKING:
@@ -79,45 +77,39 @@ class GhcrSettings:
             )
 
 
-class GhcrRegistry(api.RegistryProvider):
+class GhcrRegistry(DistributionRegistry):
     """ghcr.io, with deletes through the GitHub Packages API."""
 
     name: ClassVar[str] = "ghcr"
     description: ClassVar[str] = "GitHub Container Registry (token auth, Packages API deletes)"
     Settings: ClassVar[type[Any]] = GhcrSettings
     settings: GhcrSettings
+    tags_page_size: ClassVar[int | None] = PAGE_SIZE
 
     @property
     def host(self) -> str:
         return self.settings.registry
 
     @property
-    def insecure(self) -> bool:
-        return self.settings.insecure
+    def base_url(self) -> str:
+        scheme = "http" if self.settings.insecure else "https"
+        return f"{scheme}://{self.host}"
+
+    @property
+    def tls_verify(self) -> bool:
+        return True  # GHCR has a public certificate; imitations use plain HTTP
+
+    @property
+    def secret_ref(self) -> str | None:
+        return self.settings.token_ref
 
     def cache_repository(self, namespace: str) -> str:
         return f"{self.host}/{self.settings.owner}/{namespace.strip('/')}"
-
-    def auth(self) -> api.RegistryAuth | None:
-        if not self.settings.username:
-            return None
-        return api.RegistryAuth(
-            registry=self.host, username=self.settings.username, password=self._token()
-        )
 
     def check(self) -> None:
         scope = f"repository:{self.settings.owner}/{CHECK_PACKAGE}:pull,push"
         with self._client() as client:
             client.ping(scope=scope)
-
-    def manifest_digest(self, reference: str) -> str | None:
-        repository, ref = self._split(reference)
-        with self._client() as client:
-            return client.manifest_digest(repository, ref)
-
-    def list_tags(self, repository: str) -> list[str]:
-        with self._client() as client:
-            return client.list_tags(local_repository(self.host, repository), page_size=PAGE_SIZE)
 
     def list_versions(self, repository: str) -> list[PackageVersion]:
         """Every version of the package behind ``[ghcr.io/]<owner>/<name>``."""
@@ -131,12 +123,7 @@ class GhcrRegistry(api.RegistryProvider):
             if version.digest == ref if is_digest(ref) else ref in version.tags:
                 self._api("DELETE", f"{package}/{version.id}", f"delete {reference}")
                 return
-        raise RegistryError(
-            f"registry {self.host}: cannot delete {reference}: MANIFEST_UNKNOWN "
-            "(no package version has that tag or digest)",
-            code=ERROR,
-            details={"host": self.host, "status": 404, "oci_code": "MANIFEST_UNKNOWN"},
-        )
+        raise delete_unknown(self.host, reference, "no package version has that tag or digest")
 
     def plan(self) -> dict[str, Any]:
         return {
@@ -148,27 +135,6 @@ class GhcrRegistry(api.RegistryProvider):
         }
 
     # ----------------------------------------------------------------- helpers
-
-    def _token(self) -> str:
-        ref = self.settings.token_ref
-        return self.secrets(ref) if ref else ""
-
-    def _client(self) -> OciClient:
-        scheme = "http" if self.insecure else "https"
-        username = self.settings.username
-        return OciClient(
-            f"{scheme}://{self.host}",
-            username=username,
-            password=self._token() if username else None,
-        )
-
-    def _split(self, reference: str) -> tuple[str, str]:
-        host, repository, ref = parse_reference(reference)
-        if host != self.host:
-            raise InvalidInput(
-                f"reference {reference!r} is not on registry {self.host}", field="reference"
-            )
-        return repository, ref
 
     def _package(self, repository: str) -> str:
         """The Packages API path of ``<owner>/<name>``'s versions (name URL-encoded)."""
@@ -196,7 +162,7 @@ class GhcrRegistry(api.RegistryProvider):
             page += 1
 
     def _api(self, method: str, path: str, action: str) -> httpx.Response:
-        token = self._token()
+        token = self._secret()
         if not token:
             raise RegistryError(
                 f"registry {self.host}: {action} needs registry.token_ref (Packages API)",

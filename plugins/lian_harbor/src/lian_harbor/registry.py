@@ -13,16 +13,13 @@ from urllib.parse import quote
 
 import attrs
 
-from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import (
     ERROR,
-    OciClient,
+    DistributionRegistry,
     api_request,
+    check_basic_credentials,
     check_url,
-    host_of,
-    local_repository,
-    parse_reference,
 )
 
 if TYPE_CHECKING:
@@ -49,14 +46,10 @@ class HarborSettings:
                 f"registry.project must be one Harbor project name, got {self.project!r}",
                 field="registry.project",
             )
-        if self.username and not self.password_ref:
-            raise InvalidInput(
-                "registry.password_ref is required when registry.username is set",
-                field="registry.password_ref",
-            )
+        check_basic_credentials(self.username, self.password_ref)
 
 
-class HarborRegistry(api.RegistryProvider):
+class HarborRegistry(DistributionRegistry):
     """A Harbor project: OCI API for images and cache, Harbor API for deletes."""
 
     name: ClassVar[str] = "harbor"
@@ -64,23 +57,8 @@ class HarborRegistry(api.RegistryProvider):
     Settings: ClassVar[type[Any]] = HarborSettings
     settings: HarborSettings
 
-    @property
-    def host(self) -> str:
-        return host_of(self.settings.url)
-
-    @property
-    def insecure(self) -> bool:
-        return self.settings.url.startswith("http://")
-
     def cache_repository(self, namespace: str) -> str:
         return f"{self.host}/{self.settings.project}/{namespace.strip('/')}"
-
-    def auth(self) -> api.RegistryAuth | None:
-        if not self.settings.username:
-            return None
-        return api.RegistryAuth(
-            registry=self.host, username=self.settings.username, password=self._password()
-        )
 
     def check(self) -> None:
         """Harbor's own ping first (is this Harbor at all?), then ``/v2/`` with creds."""
@@ -91,17 +69,7 @@ class HarborRegistry(api.RegistryProvider):
                 code=ERROR,
                 details={"host": self.host, "status": response.status_code},
             )
-        with self._client() as client:
-            client.ping()
-
-    def manifest_digest(self, reference: str) -> str | None:
-        repository, ref = self._split(reference)
-        with self._client() as client:
-            return client.manifest_digest(repository, ref)
-
-    def list_tags(self, repository: str) -> list[str]:
-        with self._client() as client:
-            return client.list_tags(local_repository(self.host, repository))
+        super().check()
 
     def delete(self, reference: str) -> None:
         """Delete the artifact a tag or digest names, through Harbor's API."""
@@ -118,35 +86,11 @@ class HarborRegistry(api.RegistryProvider):
         self._api("DELETE", path, f"delete {reference}")
 
     def plan(self) -> dict[str, Any]:
-        return {
-            "url": self.settings.url,
-            "project": self.settings.project,
-            "insecure": self.insecure,
-            "auth": "basic" if self.settings.username else "none",
-        }
+        facts = super().plan()
+        # The project right after the URL, where plans have always shown it.
+        return {"url": facts.pop("url"), "project": self.settings.project, **facts}
 
     # ----------------------------------------------------------------- helpers
-
-    def _password(self) -> str:
-        ref = self.settings.password_ref
-        return self.secrets(ref) if ref else ""
-
-    def _client(self) -> OciClient:
-        username = self.settings.username
-        return OciClient(
-            self.settings.url,
-            username=username,
-            password=self._password() if username else None,
-            verify=self.settings.tls_verify,
-        )
-
-    def _split(self, reference: str) -> tuple[str, str]:
-        host, repository, ref = parse_reference(reference)
-        if host != self.host:
-            raise InvalidInput(
-                f"reference {reference!r} is not on registry {self.host}", field="reference"
-            )
-        return repository, ref
 
     def _api(self, method: str, path: str, action: str) -> httpx.Response:
         username = self.settings.username
@@ -154,6 +98,6 @@ class HarborRegistry(api.RegistryProvider):
             method,
             f"{self.settings.url}/api/v2.0{path}",
             action=action,
-            auth=(username, self._password()) if username else None,
-            verify=self.settings.tls_verify,
+            auth=(username, self._secret()) if username else None,
+            verify=self.tls_verify,
         )

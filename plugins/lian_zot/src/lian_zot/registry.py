@@ -17,9 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from lian_build import api
-from lian_build.errors import InvalidInput
-from lian_build.oci import OciClient, check_url, host_of, local_repository, parse_reference
+from lian_build.oci import DistributionRegistry, check_basic_credentials, check_url
 
 # Extension name -> path that answers when the server has it.
 EXTENSIONS: dict[str, str] = {
@@ -48,14 +46,10 @@ class ZotSettings:
     tls_verify: bool = True
 
     def __attrs_post_init__(self) -> None:
-        if self.username and not self.password_ref:
-            raise InvalidInput(
-                "registry.password_ref is required when registry.username is set",
-                field="registry.password_ref",
-            )
+        check_basic_credentials(self.username, self.password_ref)
 
 
-class ZotRegistry(api.RegistryProvider):
+class ZotRegistry(DistributionRegistry):
     """An OCI registry reached at ``url``; zot extensions are used when present."""
 
     name: ClassVar[str] = "zot"
@@ -73,75 +67,11 @@ class ZotRegistry(api.RegistryProvider):
             loopback = False
         return {"url": f"{'http' if loopback else 'https'}://{registry_host}"}
 
-    @property
-    def host(self) -> str:
-        return host_of(self.settings.url)
-
-    @property
-    def insecure(self) -> bool:
-        return self.settings.url.startswith("http://")
-
     def cache_repository(self, namespace: str) -> str:
         parts = [self.host, self.settings.cache_prefix, namespace.strip("/")]
         return "/".join(p for p in parts if p)
-
-    def auth(self) -> api.RegistryAuth | None:
-        if not self.settings.username:
-            return None
-        return api.RegistryAuth(
-            registry=self.host, username=self.settings.username, password=self._password()
-        )
-
-    def check(self) -> None:
-        with self._client() as client:
-            client.ping()
-
-    def manifest_digest(self, reference: str) -> str | None:
-        repository, ref = self._split(reference)
-        with self._client() as client:
-            return client.manifest_digest(repository, ref)
-
-    def list_tags(self, repository: str) -> list[str]:
-        with self._client() as client:
-            return client.list_tags(local_repository(self.host, repository))
-
-    def delete(self, reference: str) -> None:
-        """Delete the manifest a reference names (every tag on that digest goes with it)."""
-        repository, ref = self._split(reference)
-        with self._client() as client:
-            client.delete(repository, ref)
 
     def capabilities(self) -> set[str]:
         """Which zot extensions the server offers: a subset of ``EXTENSIONS``."""
         with self._client() as client:
             return {name for name, path in EXTENSIONS.items() if client.has_extension(path)}
-
-    def plan(self) -> dict[str, Any]:
-        return {
-            "url": self.settings.url,
-            "insecure": self.insecure,
-            "auth": "basic" if self.settings.username else "none",
-        }
-
-    # ----------------------------------------------------------------- helpers
-
-    def _password(self) -> str:
-        ref = self.settings.password_ref
-        return self.secrets(ref) if ref else ""
-
-    def _client(self) -> OciClient:
-        username = self.settings.username
-        return OciClient(
-            self.settings.url,
-            username=username,
-            password=self._password() if username else None,
-            verify=self.settings.tls_verify,
-        )
-
-    def _split(self, reference: str) -> tuple[str, str]:
-        host, repository, ref = parse_reference(reference)
-        if host != self.host:
-            raise InvalidInput(
-                f"reference {reference!r} is not on registry {self.host}", field="reference"
-            )
-        return repository, ref
