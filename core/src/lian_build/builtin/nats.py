@@ -7,7 +7,6 @@ build: the first failure is logged and the sink goes quiet.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -47,6 +46,8 @@ class NatsSink(api.EventSink):
     def __init__(self, settings: api.EventSettings) -> None:
         assert settings.nats_url
         self.settings = settings
+        import asyncio  # here, not at module top: asyncio costs every `lian` start ~12 ms
+
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="lian-nats", daemon=True
@@ -56,6 +57,8 @@ class NatsSink(api.EventSink):
         self._broken = False
 
     def _call(self, coro: Any, timeout: float) -> Any:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _connect(self) -> Any:
