@@ -248,7 +248,9 @@ def test_sigint_in_early_phases_leaves_no_runner(e2e, tmp_path, workspace, phase
     image = f"{e2e.registry.host}/apps/{workspace}:int"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lian_build.cli", *e2e.flags(workspace, ctx, image)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     seen = []

@@ -34,7 +34,9 @@ def parse_context(text: str) -> dict[str, Any]:
             field="context",
         ) from None
     if not isinstance(data, dict):
-        raise InvalidInput("stdin must hold one JSON object (a SecretDeliveryContext)", field="context")
+        raise InvalidInput(
+            "stdin must hold one JSON object (a SecretDeliveryContext)", field="context"
+        )
     if not isinstance(data.get("workspace"), str):
         raise InvalidInput("context.workspace (a string) is required", field="workspace")
     validate.path_component(data["workspace"], field="workspace")
@@ -42,7 +44,9 @@ def parse_context(text: str) -> dict[str, Any]:
         if key in data and not isinstance(data[key], list):
             raise InvalidInput(f"context.{key} must be a list", field=key)
     for key in ("compute", "registry"):
-        if key in data and not (isinstance(data[key], dict) and isinstance(data[key].get("provider"), str)):
+        if key in data and not (
+            isinstance(data[key], dict) and isinstance(data[key].get("provider"), str)
+        ):
             raise InvalidInput(f"context.{key} must be an object with a provider name", field=key)
     return data
 

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from lian_build import api, validate
-from lian_build.errors import InvalidInput
+from lian_build.errors import ContractViolation, InvalidInput
 
 DEFAULT_COMPUTE = "docker-local"
 DEFAULT_REGISTRY = "zot"
@@ -66,7 +66,7 @@ class BuildIntent:
     secrets: tuple[tuple[str, str], ...] = ()  # (id, reference)
     runner: RunnerOverride = RunnerOverride()
     cache: CacheChoice = CacheChoice()
-    events: api.EventSettings = api.EventSettings()
+    events: api.EventSettings = attrs.field(factory=api.EventSettings)
     nkey_seed_ref: str | None = None
     source: str = "flags"
 
@@ -103,12 +103,13 @@ class FlatArgs:
     nats_subject_prefix: str | None = None
 
 
-def key_values(items: Sequence[str], field: str) -> dict[str, str]:
+def key_values(items: Sequence[str], flag: str, field: str) -> dict[str, str]:
+    """``--flag KEY=VALUE`` items; an error names the flag and the intent field."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidInput(f"{field} expects KEY=VALUE, got {item!r}", field=field)
+            raise InvalidInput(f"--{flag} expects KEY=VALUE, got {item!r}", field=field)
         out[key] = value
     return out
 
@@ -144,7 +145,7 @@ def _registry_settings(
     return ProviderChoice(choice.provider, merged)
 
 
-def _common_checks(intent: BuildIntent) -> BuildIntent:
+def _common_checks(intent: BuildIntent, *, require_ssh_key: bool) -> BuildIntent:
     validate.path_component(intent.workspace, field="workspace")
     validate.context_dir(intent.context)
     validate.dockerfile_in_context(intent.context, intent.dockerfile)
@@ -161,6 +162,8 @@ def _common_checks(intent: BuildIntent) -> BuildIntent:
     for ref in (*intent.cache.extra_imports, *intent.cache.extra_exports):
         validate.image_reference(ref, field="cache")
     if intent.ssh_key is None:
+        if not require_ssh_key:  # `lian plan` never connects: a key is checked only if given
+            return intent
         raise InvalidInput(
             "an SSH private key is required (--ssh-key or BUILDKIT_SSH_KEY)", field="ssh_key"
         )
@@ -170,10 +173,14 @@ def _common_checks(intent: BuildIntent) -> BuildIntent:
     return intent
 
 
-def from_flags(args: FlatArgs, registry_classes: Mapping[str, Any]) -> BuildIntent:
+def from_flags(
+    args: FlatArgs, registry_classes: Mapping[str, Any], *, require_ssh_key: bool = True
+) -> BuildIntent:
     """Resolve a build from flat arguments (and a directives file when given)."""
     if args.directives:
-        return from_directives(Path(args.directives), args, registry_classes)
+        return from_directives(
+            Path(args.directives), args, registry_classes, require_ssh_key=require_ssh_key
+        )
     missing = [name for name in ("workspace", "context", "image") if not getattr(args, name)]
     if missing:
         raise InvalidInput(
@@ -186,15 +193,18 @@ def from_flags(args: FlatArgs, registry_classes: Mapping[str, Any]) -> BuildInte
     registry = _registry_settings(
         ProviderChoice(
             args.registry or DEFAULT_REGISTRY,
-            {k: opt_value(v) for k, v in key_values(args.registry_opts, "registry-opt").items()},
+            {
+                k: opt_value(v)
+                for k, v in key_values(args.registry_opts, "registry-opt", "registry").items()
+            },
         ),
         image,
         registry_classes,
     )
     compute_settings: dict[str, Any] = {
-        k: opt_value(v) for k, v in key_values(args.compute_opts, "compute-opt").items()
+        k: opt_value(v) for k, v in key_values(args.compute_opts, "compute-opt", "compute").items()
     }
-    secrets = tuple(key_values(args.secrets, "secret").items())
+    secrets = tuple(key_values(args.secrets, "secret", "secrets").items())
     intent = BuildIntent(
         workspace=args.workspace,
         context=Path(args.context).resolve(),
@@ -208,7 +218,7 @@ def from_flags(args: FlatArgs, registry_classes: Mapping[str, Any]) -> BuildInte
         target=args.target,
         language=args.language,
         platforms=validate.platforms(args.platforms) if args.platforms else (),
-        build_args=key_values(args.build_args, "build-arg"),
+        build_args=key_values(args.build_args, "build-arg", "build_args"),
         secrets=secrets,
         runner=RunnerOverride(tier=args.tier, image=args.runner_image),
         cache=CacheChoice(
@@ -223,16 +233,27 @@ def from_flags(args: FlatArgs, registry_classes: Mapping[str, Any]) -> BuildInte
             nkey_seed=args.nats_nkey_seed,
         ),
     )
-    return _common_checks(intent)
+    return _common_checks(intent, require_ssh_key=require_ssh_key)
 
 
 def from_directives(
-    path: Path, args: FlatArgs, registry_classes: Mapping[str, Any]
+    path: Path,
+    args: FlatArgs,
+    registry_classes: Mapping[str, Any],
+    *,
+    require_ssh_key: bool = True,
 ) -> BuildIntent:
     """A directives file: its fields win; --ssh-key (and NATS flags if unset) come from flags."""
     from lian_build import ncl
 
-    d = ncl.load_directives(path)
+    if not path.expanduser().is_file():
+        raise InvalidInput(f"directives file {path} does not exist", field="directives")
+    try:
+        d = ncl.load_directives(path)
+    except ContractViolation as exc:
+        # A syntax error, a loop or a memory blow-up blames no field: the file is at fault.
+        exc.field = exc.field or "directives"
+        raise
     image = validate.image_reference(d.artifact.image, field="artifact.image")
     runner = d.runner
     cache = d.cache
@@ -284,4 +305,4 @@ def from_directives(
         nkey_seed_ref=getattr(events, "nkey_seed_ref", None),
         source=f"directives:{path}",
     )
-    return _common_checks(intent)
+    return _common_checks(intent, require_ssh_key=require_ssh_key)

@@ -43,7 +43,7 @@ def reap_expired(
     now = now or dt.datetime.now(dt.UTC)
     selector = dict(MANAGED)
     if workspace:
-        selector["lian.workspace"] = workspace
+        selector["lian.workspace"] = workspace[:63]  # labels hold at most 63 characters
     found = compute.list_runners(selector)
     destroyed: list[str] = []
     kept: list[str] = []

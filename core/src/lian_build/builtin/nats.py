@@ -59,16 +59,28 @@ class NatsSink(api.EventSink):
     def _call(self, coro: Any, timeout: float) -> Any:
         import asyncio
 
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()  # leave no task pending on the loop
+            raise
 
     async def _connect(self) -> Any:
         import nats
 
+        async def quiet(exc: Exception) -> None:
+            log.debug("NATS: %s", exc)  # the first failure is reported once by emit()
+
         options: dict[str, Any] = {
             "servers": [self.settings.nats_url],
+            "error_cb": quiet,
             "connect_timeout": CONNECT_TIMEOUT_S,
+            # One attempt, no reconnects: with max_reconnect_attempts=0 nats-py keeps
+            # retrying a refused initial connection instead of failing.
             "allow_reconnect": False,
-            "max_reconnect_attempts": 0,
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.1,
         }
         if self.settings.nkey_seed:
             options["nkeys_seed_str"] = self.settings.nkey_seed
@@ -88,7 +100,21 @@ class NatsSink(api.EventSink):
             self._call(self._publish(subject, event_payload(event)), CONNECT_TIMEOUT_S + 3)
         except Exception as exc:
             self._broken = True
-            log.warning("NATS events disabled for this run: %s: %s", type(exc).__name__, exc)
+            reason = str(exc) or "no answer in time"
+            log.warning(
+                "NATS events disabled for this run (%s): %s: %s",
+                self.settings.nats_url,
+                type(exc).__name__,
+                reason,
+            )
+
+    async def _cancel_pending(self) -> None:
+        import asyncio
+
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
         try:
@@ -96,9 +122,15 @@ class NatsSink(api.EventSink):
                 self._call(self._nc.drain(), PUBLISH_TIMEOUT_S + 1)
         except Exception as exc:
             log.debug("NATS drain failed: %s", exc)
+        try:
+            self._call(self._cancel_pending(), 2)
+        except Exception as exc:
+            log.debug("NATS cleanup failed: %s", exc)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            if not self._loop.is_running():
+                self._loop.close()
 
 
 @hookimpl

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from lian_build.errors import LianError, ProvisionError
 
+from lian_build.errors import LianError, ProvisionError
 from lian_docker_local.engine import connect, missing_image_error
 
 ENVELOPE_VERSION = "1"
