@@ -36,7 +36,13 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install(
-        "mypy", "types-paramiko", "-e", "./core", *(f"-e./{p}" for p in PLUGINS.values())
+        # pytest: lian_build.testing (the conformance kit) is typed against it.
+        "mypy",
+        "types-paramiko",
+        "pytest",
+        "-e",
+        "./core",
+        *(f"-e./{p}" for p in PLUGINS.values()),
     )
     session.run("mypy")
 
