@@ -56,7 +56,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     session.install(*TEST_DEPS, "./core[all]", *(f"./{p}" for p in PLUGINS.values()))
-    session.run("pytest", "-m", "e2e", "tests/e2e", *session.posargs)
+    session.run("pytest", "-m", "e2e", "tests", *session.posargs)
 
 
 @nox.session(name="plugin")
