@@ -267,3 +267,30 @@ def test_sigint_in_early_phases_leaves_no_runner(e2e, tmp_path, workspace, phase
     assert json.loads(stdout)["status"] == "cancelled"
     assert "Traceback" not in text
     assert not e2e.runners(workspace=workspace)
+
+
+def test_build_secret_reaches_the_build_and_nothing_else(e2e, tmp_path, workspace):
+    """A secret by reference is mounted for one RUN step; it is in no layer and no output."""
+    secret = "npm-token-" + workspace + "-Zq9"
+    ctx = _app(
+        tmp_path,
+        e2e.base_image,
+        "RUN --mount=type=secret,id=npm wc -c < /run/secrets/npm > /secret-length\n",
+    )
+    image = f"{e2e.registry.host}/apps/{workspace}:secret"
+    run = lian(
+        ["-vv", *e2e.flags(workspace, ctx, image, "--secret", "npm=env:LIAN_E2E_NPM_TOKEN")],
+        env={"LIAN_E2E_NPM_TOKEN": secret},
+    )
+    assert run.returncode == 0, run.stderr
+    length = _file_from_image(e2e, f"apps/{workspace}", "secret", "/secret-length")
+    assert int(length.strip()) == len(secret)
+    assert secret not in run.stdout + run.stderr
+    _digest, manifest = _manifest(e2e, f"apps/{workspace}", "secret")
+    for layer in manifest["layers"]:
+        blob = httpx.get(f"{e2e.registry.url}/v2/apps/{workspace}/blobs/{layer['digest']}").content
+        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+            for member in tar.getmembers():
+                data = tar.extractfile(member) if member.isfile() else None
+                assert data is None or secret.encode() not in data.read()
+    assert not e2e.runners(workspace=workspace)
