@@ -37,8 +37,13 @@ class Lifecycle:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
             self._previous[sig] = signal.signal(sig, self._handle)
         if time_budget_s is not None:
-            self.budget_s = time_budget_s
-            signal.setitimer(signal.ITIMER_REAL, time_budget_s)
+            self.arm_budget(time_budget_s)
+
+    def arm_budget(self, seconds: float) -> None:
+        """(Re)start the budget clock: each attempt (tier) gets the whole budget."""
+        self.budget_s = seconds
+        if threading.current_thread() is threading.main_thread():
+            signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def uninstall(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -291,6 +291,8 @@ class BuildPipeline:
         tier = attempt.tier
         started = time.monotonic()
         budget_s = plan.size.time_budget_min * 60
+        if self.lifecycle.budget_s is not None:
+            self.lifecycle.arm_budget(budget_s)  # a retry on a bigger tier gets a fresh budget
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=budget_s + EXPIRY_GRACE_S)
         request = api.SpawnRequest(
             session_id=plan.session_id,
