@@ -4,20 +4,18 @@ precedence rule (directives win over flat fields, except --ssh-key)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fixtures.cli import lian_envelope
 from lian_build.remote.ssh import generate_host_key
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SCRUBBED_PREFIXES = ("BUILDKIT_", "LIAN_", "NATS_", "HCLOUD_", "PROXMOX_", "GHCR_", "HARBOR_")
 # Ask every library that honours these for colour: the envelope and stderr must stay plain.
 COLOUR_ON = {"FORCE_COLOR": "1", "CLICOLOR_FORCE": "1", "TERM": "xterm-256color"}
 
@@ -39,22 +37,10 @@ def run_cli(
     args: list[str], state: Path, *, env: dict[str, str] | None = None, offline: bool = False
 ) -> tuple[int, dict[str, Any], str, str]:
     """(exit code, the one envelope, stdout, stderr) of a ``lian`` child process."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
-    clean.update(COLOUR_ON, LIAN_STATE_DIR=str(state))
-    prefix = NO_NETWORK if offline else []
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "lian_build.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
+    run = lian_envelope(
+        args, state, env={**COLOUR_ON, **(env or {})}, prefix=NO_NETWORK if offline else ()
     )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one envelope line, got {proc.stdout!r}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(lines[0]), proc.stdout, proc.stderr
+    return run.exit_code, run.envelope, run.stdout, run.stderr
 
 
 @pytest.fixture

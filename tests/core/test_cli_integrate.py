@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fixtures.cli import lian_envelope
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_NOT_READY
 
-SCRUBBED_PREFIXES = ("BUILDKIT_", "LIAN_", "NATS_")
 NPM_TOKEN = "npm-token-value-4f1c9e"
 
 
@@ -25,29 +22,10 @@ def integrate(
     debug_logs: bool = False,
 ) -> tuple[int, dict[str, Any], str, str]:
     """Pipe ``context`` (JSON-encoded unless a str) into ``lian integrate``."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
-    clean["LIAN_STATE_DIR"] = str(state)
     stdin = context if isinstance(context, str) else json.dumps(context)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lian_build.cli",
-            *(["-vv"] if debug_logs else []),
-            "integrate",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env={**clean, **(env or {})},
-        timeout=60,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one envelope line, got {proc.stdout!r}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(lines[0]), proc.stdout, proc.stderr
+    argv = [*(["-vv"] if debug_logs else []), "integrate", *args]
+    run = lian_envelope(argv, state, env=env, stdin=stdin)
+    return run.exit_code, run.envelope, run.stdout, run.stderr
 
 
 def _context(registry_host: str, **extra: Any) -> dict[str, Any]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from fixtures.cli import lian_process
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SCRUBBED_PREFIXES = ("BUILDKIT_", "LIAN_", "NATS_", "HCLOUD_", "PROXMOX_", "GHCR_", "HARBOR_")
 COMMANDS = ("build", "plan", "integrate", "plugins", "reap")
 PROVIDER_PLUGINS = {
     "docker-local": "compute",
@@ -39,17 +38,7 @@ BUILTINS = {
 def run_cli(
     args: list[str], state: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
-    clean["LIAN_STATE_DIR"] = str(state)
-    return subprocess.run(
-        [sys.executable, "-m", "lian_build.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
+    return lian_process(args, state, env=env)
 
 
 @pytest.mark.parametrize("args", [[], ["--help"]], ids=["no-args", "--help"])

@@ -3,54 +3,23 @@ one readable line on stderr, no traceback, the documented exit code."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 
+from fixtures.cli import CliRun, lian_envelope
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_PLUGIN
 from lian_build.remote.ssh import generate_host_key
 
 IMAGE = "127.0.0.1:5000/web:1"
-# Variables a developer's shell may hold that would change what the CLI resolves.
-SCRUBBED_PREFIXES = ("BUILDKIT_", "LIAN_", "NATS_")
-
-
-@attrs.frozen
-class CliRun:
-    exit_code: int
-    envelope: dict[str, Any]
-    stdout: str
-    stderr: str
-
-    @property
-    def error(self) -> dict[str, Any]:
-        return dict(self.envelope["error"])
 
 
 def run_cli(args: list[str], state: Path, env: dict[str, str] | None = None) -> CliRun:
     """Run ``lian`` in a child process; exactly one envelope line, never a traceback."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
-    clean["LIAN_STATE_DIR"] = str(state)  # no build history from the developer's machine
-    proc = subprocess.run(
-        [sys.executable, "-m", "lian_build.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one envelope line, got {proc.stdout!r}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return CliRun(proc.returncode, json.loads(lines[0]), proc.stdout, proc.stderr)
+    return lian_envelope(args, state, env=env)
 
 
 def assert_rejected(
