@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,35 @@ class E2E:
     def runners(self, **labels: str) -> list[Any]:
         filters = {"label": ["lian.managed=true", *(f"lian.{k}={v}" for k, v in labels.items())]}
         return self.docker.containers.list(all=True, filters=filters)
+
+
+@attrs.define
+class BackgroundBuild:
+    """``lian build`` running in a child process, its stderr read up to a marker."""
+
+    proc: subprocess.Popen[str]
+    seen: list[str] = attrs.field(factory=list)
+
+    @classmethod
+    def start(cls, args: list[str]) -> BackgroundBuild:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lian_build.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        return cls(proc)
+
+    def read_until(self, marker: str, timeout: float = 240) -> None:
+        """Consume stderr lines until one holds ``marker`` (or the stream ends)."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stderr:
+            self.seen.append(line)
+            if marker in line or time.monotonic() > deadline:
+                return
+
+    def finish(self, timeout: float = 120) -> tuple[str, str]:
+        """Wait for exit; (stdout, all stderr read so far and after)."""
+        stdout, rest = self.proc.communicate(timeout=timeout)
+        return stdout, "".join(self.seen) + rest

@@ -6,15 +6,13 @@ import hashlib
 import io
 import json
 import signal
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from e2e.helpers import E2E, lian
+from e2e.helpers import E2E, BackgroundBuild, lian
 
 ACCEPT = ", ".join(
     [
@@ -141,24 +139,13 @@ let D = import "build_directives.ncl" in
 def test_sigterm_mid_build_destroys_runner_and_reports_cancelled(e2e, tmp_path, workspace):
     ctx = _app(tmp_path, e2e.base_image, "RUN sleep 120\n")
     image = f"{e2e.registry.host}/apps/{workspace}:slow"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lian_build.cli", *e2e.flags(workspace, ctx, image)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    deadline = time.monotonic() + 240
-    for line in proc.stderr:
-        seen.append(line)
-        if "build: buildah" in line or time.monotonic() > deadline:
-            break
-    assert e2e.runners(workspace=workspace), "".join(seen)
+    build = BackgroundBuild.start(e2e.flags(workspace, ctx, image))
+    build.read_until("build: buildah")
+    assert e2e.runners(workspace=workspace), "".join(build.seen)
     time.sleep(2)  # inside the RUN step
-    proc.send_signal(signal.SIGTERM)
-    stdout, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(seen) + rest
+    build.proc.send_signal(signal.SIGTERM)
+    stdout, text = build.finish()
+    assert build.proc.returncode == 130, text
     envelope = json.loads(stdout)
     assert envelope["status"] == "cancelled"
     assert envelope["error"]["code"] == "CANCELLED"
@@ -246,24 +233,13 @@ def test_sigint_in_early_phases_leaves_no_runner(e2e, tmp_path, workspace, phase
     by its label (even if its id never reached lian) and destroyed."""
     ctx = _app(tmp_path, e2e.base_image, "COPY hello.txt /hello.txt\n")
     image = f"{e2e.registry.host}/apps/{workspace}:int"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lian_build.cli", *e2e.flags(workspace, ctx, image)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if phase in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    stdout, rest = proc.communicate(timeout=120)
-    text = "".join(seen) + rest
-    if proc.returncode == 0:
+    build = BackgroundBuild.start(e2e.flags(workspace, ctx, image))
+    build.read_until(phase)
+    build.proc.send_signal(signal.SIGINT)
+    stdout, text = build.finish()
+    if build.proc.returncode == 0:
         pytest.fail(f"the build finished before the signal landed:\n{text}")
-    assert proc.returncode == 130, text
+    assert build.proc.returncode == 130, text
     assert json.loads(stdout)["status"] == "cancelled"
     assert "Traceback" not in text
     assert not e2e.runners(workspace=workspace)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from e2e.helpers import E2E, LianRun, lian
+from e2e.helpers import E2E, BackgroundBuild, LianRun, lian
 
 from fixtures.docker import LabelledContainers, remove_labelled_containers
 from lian_build import api
@@ -109,24 +107,14 @@ def test_reap_finds_the_runner_of_a_killed_build(
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {e2e.base_image}\nRUN sleep 120\n")
     image = f"{e2e.registry.host}/apps/{workspace}:killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lian_build.cli", *e2e.flags(workspace, ctx, image)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:  # until the build step runs on the runner
-        seen.append(line)
-        if "build: buildah" in line:
-            break
+    build = BackgroundBuild.start(e2e.flags(workspace, ctx, image))
+    build.read_until("build: buildah")  # the build step runs on the runner
     time.sleep(2)  # inside the RUN step
-    proc.send_signal(signal.SIGKILL)  # no handler, no finally: the runner escapes
-    proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    build.proc.send_signal(signal.SIGKILL)  # no handler, no finally: the runner escapes
+    build.proc.communicate(timeout=30)
+    assert build.proc.returncode == -signal.SIGKILL
     escaped = [c.id for c in e2e.runners(workspace=workspace)]
-    assert len(escaped) == 1, "".join(seen)
+    assert len(escaped) == 1, "".join(build.seen)
 
     # Not expired yet (a build could still be running): plain reap keeps it.
     kept = _reap(workspace).envelope["result"]
