@@ -120,7 +120,7 @@ def test_wrong_registry_password_is_not_ready(oci_registry_auth: Any, tmp_path: 
         ('{"request_id": "r-1"}', "workspace"),
         ('{"workspace": "Not Valid"}', "workspace"),
         ('{"workspace": "web", "secrets": {"id": "x"}}', "secrets"),
-        ('{"workspace": "web", "registry": {"url": "http://x"}}', "registry"),
+        ('{"workspace": "web", "registry": {"url": "http://x"}}', "registry.provider"),
     ],
 )
 def test_bad_context_is_invalid_input(tmp_path: Path, stdin: str, field: str) -> None:

@@ -88,16 +88,16 @@ def test_valid_flags_plan_ok(setup: Setup) -> None:
     assert run.envelope["result"]["image"] == IMAGE
 
 
-# (flag overrides, the field the error must name): one line per rule.
+# (flag overrides, the directives field the error must name): one line per rule.
 FLAT_RULES: list[tuple[dict[str, str | None], str]] = [
-    ({"image": "web:1"}, "image"),  # no registry host
-    ({"image": "127.0.0.1:5000/Web:1"}, "image"),  # uppercase repository
-    ({"image": "127.0.0.1:5000/web:-bad"}, "image"),  # tag may not start with '-'
+    ({"image": "web:1"}, "artifact.image"),  # no registry host
+    ({"image": "127.0.0.1:5000/Web:1"}, "artifact.image"),  # uppercase repository
+    ({"image": "127.0.0.1:5000/web:-bad"}, "artifact.image"),  # tag may not start with '-'
     ({"image": "ghcr.io/org/web:1"}, "image"),  # not the registry the credentials are for
     ({"workspace": "a/b"}, "workspace"),
-    ({"mode": "session", "actor": "Alice Smith"}, "actor"),
-    ({"mode": "session"}, "actor"),  # a session needs an actor
-    ({"mode": "nightly"}, "mode"),
+    ({"mode": "session", "actor": "Alice Smith"}, "cache.actor.id"),
+    ({"mode": "session"}, "cache.actor"),  # a session needs an actor
+    ({"mode": "nightly"}, "cache.mode"),
     ({"platforms": "linux"}, "platforms"),
     ({"dockerfile": "../outside/Dockerfile"}, "dockerfile"),
     ({"dockerfile": "escape.Dockerfile"}, "dockerfile"),  # a symlink out of the context
@@ -105,10 +105,10 @@ FLAT_RULES: list[tuple[dict[str, str | None], str]] = [
     ({"build-arg": "NO_EQUALS_SIGN"}, "build_args"),
     ({"build-arg": "1BAD=x"}, "build_args"),
     ({"compute-opt": "cpus"}, "compute"),
-    ({"compute-opt": "no_such_setting=1"}, "compute"),
+    ({"compute-opt": "no_such_setting=1"}, "compute.no_such_setting"),
     ({"registry-opt": "=http://x"}, "registry"),
     ({"secret": "npm"}, "secrets"),
-    ({"tag": "x;rm -rf /"}, "tags"),
+    ({"tag": "x;rm -rf /"}, "artifact.tags"),
     ({"cache-from": "not a ref"}, "cache"),
     ({"builder": "kaniko"}, "builder"),
 ]
@@ -136,7 +136,7 @@ def test_each_flat_rule_is_rejected_with_its_field(
 
 def test_registry_setting_unknown_key_is_named(setup: Setup) -> None:
     run = run_cli([*setup.flags(), "--registry-opt", "bogus_key=1"], setup.root / "state")
-    assert_rejected(run, field="registry")
+    assert_rejected(run, field="registry.bogus_key")
     assert "bogus_key" in run.error["message"]
 
 

@@ -260,6 +260,8 @@ def _codes_in_source() -> dict[str, set[int | None]]:
         ) -> list[str]:
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 return [value.value]
+            if isinstance(value, ast.Attribute) and value.attr == "code":
+                return []  # code=exc.code forwards a code raised elsewhere
             if isinstance(value, ast.IfExp):  # code=A if ... else B
                 return resolve(value.body) + resolve(value.orelse)
             if isinstance(value, ast.Name):
@@ -288,6 +290,8 @@ def _codes_in_source() -> dict[str, set[int | None]]:
                         else getattr(statement, "target", None)
                     )
                     value = getattr(statement, "value", None)
+                    if isinstance(value, ast.Constant) and value.value is None:
+                        continue  # a result record's optional "code" field, not an error class
                     if isinstance(target, ast.Name) and target.id == "code" and value is not None:
                         cls = _error_class(node.name, module, imports)
                         for code in resolve(value):

@@ -232,11 +232,33 @@ def test_build_result_round_trip() -> None:
         "provider": "docker-local",
         "registry": "zot",
         "builder": "buildah",
-        "size": {"cpu": 2, "memory_gb": 4, "time_budget_min": 30, "source": "language"},
+        "size": {
+            "cpu": 2,
+            "memory_gb": 4,
+            "time_budget_min": 30,
+            "source": "language",
+            "reason": "language default for go",
+        },
         "tier": "2c-4g",
         "tiers_tried": ["2c-4g"],
         "retries": 0,
-        "cache": {"imports": ["127.0.0.1:5000/ci/app/cache"], "exports": []},
+        "cache": {
+            "mode": "ci",
+            "imports": ["127.0.0.1:5000/ci/app/cache"],
+            "exports": [],
+            "cached_steps": 1,
+            "total_steps": 3,
+        },
+        "sync": {
+            "method": "rsync",
+            "files": 2,
+            "bytes_sent": 100,
+            "total_bytes": 90,
+            "seconds": 0.5,
+            "files_total": 2,
+        },
+        "peak_memory_bytes": 1024,
+        "duration_s": 14.5,
         "phases": {"spawn": 1.5, "build": 12.25},
         "session_id": "s-1",
         "workspace": "app",
@@ -244,6 +266,8 @@ def test_build_result_round_trip() -> None:
     parsed = model.structure(outcome, model.BuildOutcome)
     assert parsed.size.source == "language"
     assert model.unstructure(parsed) == outcome
+    absent = {k: v for k, v in outcome.items() if k != "peak_memory_bytes"}
+    assert model.unstructure(model.structure(absent, model.BuildOutcome)) == absent
     envelope = {"lian": "1", "command": "build", "status": "ok", "result": outcome}
     result = model.structure(envelope, model.BuildResult)
     assert result.status is model.BuildStatus.OK

@@ -238,7 +238,7 @@ def test_defaults_helpers_build_cache_policies() -> None:
 
 def test_build_result_contract_accepts_an_envelope() -> None:
     data = ncl.evaluate(
-        '{ command = "build", status = \'error, error = { code = "X", message = "m" } }',
+        '{ lian = "1", command = "build", status = "error", error = { code = "X", message = "m" } }',
         contract="BuildResult",
     )
     result = model.structure(data, model.BuildResult)

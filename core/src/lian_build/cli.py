@@ -8,28 +8,23 @@ stdout carries one JSON envelope per invocation (``lian plugins`` without ``--js
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lian_build.envelope import Envelope
-from lian_build.errors import (
-    EXIT_INTERNAL,
-    EXIT_INVALID_INPUT,
-    EXIT_OK,
-    Cancelled,
-    InvalidInput,
-    LianError,
-)
+from lian_build import model
+from lian_build.envelope import Envelope, Redactor, run_enveloped
+from lian_build.errors import EXIT_INVALID_INPUT, EXIT_OK, Cancelled, InvalidInput, LianError
+from lian_build.intent import BUILD_FLAGS
 from lian_build.plugins import PluginHost
 
 if TYPE_CHECKING:
-    from lian_build.intent import BuildIntent, FlatArgs
+    from lian_build.intent import Request
     from lian_build.plan import Plan
     from lian_build.secrets import SecretStore
 
@@ -44,10 +39,8 @@ HELP = (
 class _Redact(logging.Filter):
     """Scrubs every secret resolved so far from log records."""
 
-    redact: Callable[[str], str] = staticmethod(lambda s: s)
-
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _Redact.redact(record.getMessage())
+        record.msg = Redactor.redact(record.getMessage())
         record.args = None
         return True
 
@@ -68,7 +61,7 @@ class _OneLine(logging.Formatter):
         if not record.name.startswith("lian"):
             record = logging.makeLogRecord(record.__dict__)
             record.msg, record.args = f"[{record.name}] {record.getMessage()}", None
-        return _Redact.redact(super().format(record))
+        return Redactor.redact(super().format(record))
 
 
 class _LianHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -99,102 +92,91 @@ def _stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-def run_enveloped(command: str, body: Callable[[Envelope], dict[str, Any]]) -> None:
-    """Run a command body; print exactly one envelope and exit with the documented code."""
-    envelope = Envelope(command)
-    partial: dict[str, Any] | None = None
-    try:
-        result = body(envelope)
-    except LianError as exc:
-        partial = getattr(envelope, "partial", None)
-        message = _Redact.redact(exc.message)
-        _stderr(f"lian {command}: error [{exc.code}]: {message}")
-        envelope.error(exc, result=partial)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        exc2 = Cancelled("cancelled by SIGINT")
-        _stderr(f"lian {command}: cancelled")
-        envelope.error(exc2, result=getattr(envelope, "partial", None))
-        raise typer.Exit(exc2.exit_code) from None
-    except Exception as exc:  # a bug: say so, with the traceback on stderr
-        _stderr(f"lian {command}: internal error: {type(exc).__name__}: {exc}")
-        _stderr(_Redact.redact("".join(traceback.format_exception(exc))))
-        internal = LianError(f"internal error: {type(exc).__name__} (see stderr)")
-        envelope.error(internal)
-        raise typer.Exit(EXIT_INTERNAL) from None
-    envelope.ok(result)
-
-
 # ---------------------------------------------------------------------------- options
 
 Opt = typer.Option
-BUILD_PANEL = "Build"
-PROVIDER_PANEL = "Providers"
-EVENTS_PANEL = "Events"
-
-
-def _build_like(ctx: typer.Context, **kwargs: Any) -> None:
-    from lian_build.intent import FlatArgs
-
-    command = ctx.info_name or "build"
-    host: PluginHost = ctx.obj
-    args = FlatArgs(**kwargs)
-    if command == "plan":
-        run_enveloped("plan", lambda env: _plan(env, host, args))
-    else:
-        run_enveloped("build", lambda env: _build(env, host, args))
 
 
 def _resolve(
-    host: PluginHost, args: FlatArgs, *, for_build: bool = True
-) -> tuple[BuildIntent, SecretStore, Plan]:
+    host: PluginHost, values: Mapping[str, Any], *, for_build: bool = True
+) -> tuple[Request, SecretStore, Plan]:
     from lian_build import intent as intent_mod
     from lian_build import plan as plan_mod
     from lian_build.secrets import SecretStore
 
-    classes = {
-        name: host.provider_class("registry", name, "registry.provider")
-        for name in host.names("registry")
-    }
-    intent = intent_mod.from_flags(args, classes, require_ssh_key=for_build)
+    request = intent_mod.resolve(
+        values,
+        settings_class=host.settings_class,
+        registry_defaults=host.registry_defaults,
+        require_ssh_key=for_build,
+        warn=lambda line: _stderr(f"lian: warning: {line}"),
+    )
     store = SecretStore(host.secret_resolvers())
-    if intent.events.nkey_seed:
-        store.remember(intent.events.nkey_seed)
-    _Redact.redact = store.redact
-    plan = plan_mod.make_plan(intent, host, store)
-    return intent, store, plan
+    if request.nkey_seed:
+        store.remember(request.nkey_seed)
+    Redactor.set(store.redact)
+    plan = plan_mod.make_plan(request, host, store)
+    return request, store, plan
 
 
-def _plan(envelope: Envelope, host: PluginHost, args: FlatArgs) -> dict[str, Any]:
-    _intent, store, plan = _resolve(host, args, for_build=False)
-    envelope.set_redactor(store.redact)
-    return plan.to_dict()
+def _plan(host: PluginHost, values: Mapping[str, Any]) -> model.PlanOutcome:
+    _request, _store, plan = _resolve(host, values, for_build=False)
+    return plan.outcome()
 
 
-def _build(envelope: Envelope, host: PluginHost, args: FlatArgs) -> dict[str, Any]:
+def _build(envelope: Envelope, host: PluginHost, values: Mapping[str, Any]) -> model.BuildOutcome:
     from lian_build.pipeline import run_build
     from lian_build.progress import Progress
     from lian_build.remote.ssh import read_private_key
 
-    intent, store, plan = _resolve(host, args)
-    envelope.set_redactor(store.redact)
-    assert intent.ssh_key is not None
-    client_key = read_private_key(intent.ssh_key)
+    request, store, plan = _resolve(host, values)
+    assert request.ssh_key is not None
+    client_key = read_private_key(request.ssh_key)
     progress = Progress(redact=store.redact)
     progress.info(
-        f"session {plan.session_id}: {intent.image} on {plan.compute.name} "
+        f"session {plan.session_id}: {plan.intent.image} on {plan.compute.name} "
         f"(tiers {' -> '.join(t.name for t in plan.attempts)}), registry {plan.registry.host}"
     )
 
     def keep(pipeline: Any) -> None:
-        envelope.partial = pipeline.summary  # type: ignore[attr-defined]
+        envelope.partial = pipeline.progress_outcome  # called when an error envelope prints
 
-    try:
-        return run_build(plan, host, store, progress, client_key=client_key, on_pipeline=keep)
-    finally:
-        summary = getattr(envelope, "partial", None)
-        if callable(summary):
-            envelope.partial = summary()  # type: ignore[attr-defined]
+    return run_build(plan, host, store, progress, client_key=client_key, on_pipeline=keep)
+
+
+def build_like_command(command: str, body: Callable[[typer.Context, dict[str, Any]], None]) -> Any:
+    """A typer command whose options come from ``intent.BUILD_FLAGS`` (declared once)."""
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    ]
+    annotations: dict[str, Any] = {"ctx": typer.Context, "return": None}
+    for flag in BUILD_FLAGS:
+        kind: Any = list[str] if flag.many else str | None
+        option = typer.Option(
+            flag.option,
+            envvar=flag.env,
+            help=flag.help,
+            rich_help_panel=flag.panel,
+            show_default=not flag.secret,
+        )
+        annotation = Annotated[kind, option]
+        annotations[flag.name] = annotation
+        parameters.append(
+            inspect.Parameter(
+                flag.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=[] if flag.many else None,
+                annotation=annotation,
+            )
+        )
+
+    def command_fn(ctx: typer.Context, **values: Any) -> None:
+        body(ctx, values)
+
+    command_fn.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command_fn.__annotations__ = annotations
+    command_fn.__name__ = command
+    return command_fn
 
 
 def build_app(host: PluginHost) -> typer.Typer:
@@ -218,194 +200,21 @@ def build_app(host: PluginHost) -> typer.Typer:
         _setup_logging(verbose)
         ctx.obj = host
 
-    def build(
-        ctx: typer.Context,
-        workspace: Annotated[
-            str | None,
-            Opt(
-                envvar="BUILDKIT_WORKSPACE",
-                help="Workspace name (cache namespace).",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = None,
-        context: Annotated[
-            str | None, Opt(help="Build context directory.", rich_help_panel=BUILD_PANEL)
-        ] = None,
-        image: Annotated[
-            str | None,
-            Opt(help="Fully-qualified image reference to push.", rich_help_panel=BUILD_PANEL),
-        ] = None,
-        ssh_key: Annotated[
-            str | None,
-            Opt(
-                envvar="BUILDKIT_SSH_KEY",
-                help="SSH private key for the runner.",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = None,
-        directives: Annotated[
-            str | None,
-            Opt(
-                help="Nickel directives file; wins over flat fields except --ssh-key.",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = None,
-        dockerfile: Annotated[
-            str | None, Opt(help="Dockerfile path inside the context.", rich_help_panel=BUILD_PANEL)
-        ] = None,
-        target: Annotated[
-            str | None, Opt(help="Build stage to stop at.", rich_help_panel=BUILD_PANEL)
-        ] = None,
-        tag: Annotated[
-            list[str],
-            Opt(
-                "--tag",
-                help="Extra tag (name or full reference); repeatable.",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = [],  # noqa: B006
-        build_arg: Annotated[
-            list[str],
-            Opt("--build-arg", help="KEY=VALUE; repeatable.", rich_help_panel=BUILD_PANEL),
-        ] = [],  # noqa: B006
-        secret: Annotated[
-            list[str],
-            Opt(
-                "--secret",
-                help="ID=REF build secret, e.g. npm=env:NPM_TOKEN; repeatable.",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = [],  # noqa: B006
-        cache_from: Annotated[
-            list[str],
-            Opt(
-                "--cache-from",
-                help="Extra cache import ref; repeatable.",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = [],  # noqa: B006
-        cache_to: Annotated[
-            list[str],
-            Opt(
-                "--cache-to",
-                help="Extra cache export ref; repeatable.",
-                rich_help_panel=BUILD_PANEL,
-            ),
-        ] = [],  # noqa: B006
-        mode: Annotated[
-            str | None,
-            Opt(help="Cache mode: ci (default) or session.", rich_help_panel=BUILD_PANEL),
-        ] = None,
-        actor: Annotated[
-            str | None,
-            Opt(help="Session actor id (with --mode session).", rich_help_panel=BUILD_PANEL),
-        ] = None,
-        language: Annotated[
-            str | None,
-            Opt(help="rust, go, java, ... (sizing defaults).", rich_help_panel=BUILD_PANEL),
-        ] = None,
-        platforms: Annotated[
-            str | None,
-            Opt(help="Comma list, e.g. linux/amd64,linux/arm64.", rich_help_panel=BUILD_PANEL),
-        ] = None,
-        provider: Annotated[
-            str | None,
-            Opt(
-                envvar="LIAN_COMPUTE_PROVIDER",
-                help="Compute provider plugin (default docker-local).",
-                rich_help_panel=PROVIDER_PANEL,
-            ),
-        ] = None,
-        compute_opt: Annotated[
-            list[str],
-            Opt(
-                "--compute-opt",
-                help="KEY=VALUE compute setting; repeatable.",
-                rich_help_panel=PROVIDER_PANEL,
-            ),
-        ] = [],  # noqa: B006
-        registry: Annotated[
-            str | None,
-            Opt(
-                envvar="LIAN_REGISTRY_PROVIDER",
-                help="Registry plugin (default zot).",
-                rich_help_panel=PROVIDER_PANEL,
-            ),
-        ] = None,
-        registry_opt: Annotated[
-            list[str],
-            Opt(
-                "--registry-opt",
-                help="KEY=VALUE registry setting; repeatable.",
-                rich_help_panel=PROVIDER_PANEL,
-            ),
-        ] = [],  # noqa: B006
-        builder: Annotated[
-            str | None,
-            Opt(
-                help="auto (default), buildkit, buildah, or a plugin's.",
-                rich_help_panel=PROVIDER_PANEL,
-            ),
-        ] = None,
-        runner_image: Annotated[
-            str | None,
-            Opt(
-                envvar="BUILDKIT_RUNNER_IMAGE",
-                help="Runner image / template.",
-                rich_help_panel=PROVIDER_PANEL,
-            ),
-        ] = None,
-        tier: Annotated[
-            str | None,
-            Opt(
-                help="Start at this tier of the provider's ladder.", rich_help_panel=PROVIDER_PANEL
-            ),
-        ] = None,
-        nats_url: Annotated[
-            str | None,
-            Opt(
-                envvar="NATS_URL",
-                help="Publish lifecycle events here.",
-                rich_help_panel=EVENTS_PANEL,
-            ),
-        ] = None,
-        nats_nkey_seed: Annotated[
-            str | None,
-            Opt(
-                envvar="NATS_NKEY_SEED",
-                help="NATS nkey seed.",
-                rich_help_panel=EVENTS_PANEL,
-                show_default=False,
-            ),
-        ] = None,
-        nats_subject_prefix: Annotated[
-            str | None,
-            Opt(
-                envvar="NATS_SUBJECT_PREFIX",
-                help="Subject prefix (default lian).",
-                rich_help_panel=EVENTS_PANEL,
-            ),
-        ] = None,
-    ) -> None:
+    def build(ctx: typer.Context, values: dict[str, Any]) -> None:
         """Run a build on an ephemeral runner and push the image."""
-        _build_like(
-            ctx,
-            workspace=workspace, context=context, image=image, ssh_key=ssh_key,
-            directives=directives, dockerfile=dockerfile, target=target, tags=tag,
-            build_args=build_arg, secrets=secret, cache_from=cache_from, cache_to=cache_to,
-            mode=mode, actor=actor, language=language, platforms=platforms,
-            provider=provider, compute_opts=compute_opt, registry=registry,
-            registry_opts=registry_opt, builder=builder, runner_image=runner_image, tier=tier,
-            nats_url=nats_url, nats_nkey_seed=nats_nkey_seed,
-            nats_subject_prefix=nats_subject_prefix,
-        )  # fmt: skip
+        run_enveloped("build", lambda env: _build(env, host, values))
 
-    app.command("build")(build)
+    def plan(ctx: typer.Context, values: dict[str, Any]) -> None:
+        run_enveloped("plan", lambda _env: _plan(host, values))
+
+    app.command("build", help="Run a build on an ephemeral runner and push the image.")(
+        build_like_command("build", build)
+    )
     app.command(
         "plan",
         help="Resolve everything `build` would do (providers, size, tiers, cache refs, builder "
-        "commands) and print it, without network access.",
-    )(build)
+        "commands, runner image) and print it, without network access.",
+    )(build_like_command("plan", plan))
 
     @app.command("integrate")
     def integrate(
@@ -424,7 +233,7 @@ def build_app(host: PluginHost) -> typer.Typer:
         from lian_build.plan import new_session_id
         from lian_build.secrets import SecretStore
 
-        def body(envelope: Envelope) -> dict[str, Any]:
+        def body(envelope: Envelope) -> model.IntegrateOutcome:
             if sys.stdin is None or sys.stdin.isatty():
                 raise InvalidInput(
                     "pipe a SecretDeliveryContext JSON object into stdin", field="context"
@@ -433,8 +242,7 @@ def build_app(host: PluginHost) -> typer.Typer:
             store = SecretStore(host.secret_resolvers())
             if nats_nkey_seed:
                 store.remember(nats_nkey_seed)
-            _Redact.redact = store.redact
-            envelope.set_redactor(store.redact)
+            Redactor.set(store.redact)
             settings = api.EventSettings(
                 nats_url=nats_url,
                 subject_prefix=nats_subject_prefix or "lian",
@@ -444,22 +252,20 @@ def build_app(host: PluginHost) -> typer.Typer:
                 log.warning("no --nats-url/NATS_URL: the completion event is not published")
             bus = EventBus(
                 host.event_sinks(settings),
-                workspace=context["workspace"],
+                workspace=context.workspace,
                 session_id=new_session_id(),
                 redact=store.redact,
             )
             try:
                 result = probe(context, host, store)
-                bus.emit(
-                    "integrate.completed", {"ready": True, "request_id": context.get("request_id")}
-                )
+                bus.emit("integrate.completed", {"ready": True, "request_id": context.request_id})
                 return result
             except LianError as exc:
                 bus.emit(
                     "integrate.completed",
-                    {"ready": False, "code": exc.code, "request_id": context.get("request_id")},
+                    {"ready": False, "code": exc.code, "request_id": context.request_id},
                 )
-                envelope.partial = exc.details  # type: ignore[attr-defined]
+                envelope.partial = getattr(exc, "outcome", None)
                 raise
             finally:
                 bus.close()
@@ -473,16 +279,16 @@ def build_app(host: PluginHost) -> typer.Typer:
         ] = False,
     ) -> None:
         """List every plugin: distribution, version, what it provides, its hooks, errors."""
-        report: dict[str, Any] = {"plugins": host.report(), "conflicts": host.conflicts()}
+        report = host.outcome()
         if as_json:
             run_enveloped("plugins", lambda _env: report)
             return
-        for item in report["plugins"]:
-            provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in item["provides"].items()) or "-"
-            status = item["status"] + (f" ({item['error']})" if item["error"] else "")
-            columns = f"{item['name']:<18} {item['distribution']:<26} {item['version']:<8}"
+        for item in report.plugins:
+            provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in item.provides.items()) or "-"
+            status = item.status + (f" ({item.error})" if item.error else "")
+            columns = f"{item.name:<18} {item.distribution:<26} {item.version:<8}"
             typer.echo(f"{columns} {provides}  [{status}]")
-        for key, owners in report["conflicts"].items():
+        for key, owners in report.conflicts.items():
             typer.echo(f"CONFLICT {key}: registered by {', '.join(owners)}")
 
     @app.command("reap")
@@ -491,7 +297,11 @@ def build_app(host: PluginHost) -> typer.Typer:
             str, Opt(envvar="LIAN_COMPUTE_PROVIDER", help="Compute provider to sweep.")
         ] = "docker-local",
         compute_opt: Annotated[
-            list[str], Opt("--compute-opt", help="KEY=VALUE compute setting; repeatable.")
+            list[str],
+            Opt(
+                "--compute-opt",
+                help="KEY=VALUE compute setting; repeatable (lists: comma list or repeats).",
+            ),
         ] = [],  # noqa: B006
         workspace: Annotated[str | None, Opt(help="Only runners of this workspace.")] = None,
         all_runners: Annotated[
@@ -500,29 +310,28 @@ def build_app(host: PluginHost) -> typer.Typer:
     ) -> None:
         """Destroy runners that escaped cleanup, found by their lian labels."""
         from lian_build import validate
-        from lian_build.intent import key_values, opt_value
+        from lian_build.intent import provider_settings
         from lian_build.reap import reap_expired
         from lian_build.secrets import SecretStore
 
-        def body(_env: Envelope) -> dict[str, Any]:
+        def body(_env: Envelope) -> model.ReapOutcome:
             if workspace is not None:  # a label value: the same rule as for builds
                 validate.path_component(workspace, field="workspace")
             store = SecretStore(host.secret_resolvers())
-            settings = {
-                k: opt_value(v)
-                for k, v in key_values(compute_opt, "compute-opt", "compute").items()
-            }
+            settings = provider_settings(
+                host.settings_class("compute", provider), compute_opt, "compute-opt", "compute"
+            )
             compute = host.compute_provider(provider, settings, store)
             report = reap_expired(
                 compute, include_unexpired=all_runners, workspace=workspace, log=_stderr
             )
-            return {
-                "provider": provider,
-                "found": report.found,
-                "destroyed": list(report.destroyed),
-                "kept": list(report.kept),
-                "failed": list(report.failed),
-            }
+            return model.ReapOutcome(
+                provider=provider,
+                found=report.found,
+                destroyed=tuple(report.destroyed),
+                kept=tuple(report.kept),
+                failed=tuple(report.failed),
+            )
 
         run_enveloped("reap", body)
 

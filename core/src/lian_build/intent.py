@@ -1,106 +1,140 @@
-"""One resolved build intent from flags, environment fallbacks or a directives file.
+"""One build intent: ``model.BuildDirectives``, from flags or from a directives file.
 
-Precedence (seed README): a directives file wins over flat fields, except ``--ssh-key``,
-which directives don't carry. Flags fall back to environment variables (declared on the
-CLI options). Everything is validated here, before anything touches the network.
+The build flags are declared once, in ``BUILD_FLAGS``: that table generates the typer
+options of ``lian build``/``lian plan`` and maps each flag onto a directives field.
+Flags (after their environment fallbacks) become a directives-shaped dict that goes
+through the same strict converter as a directives file (``model.structure``). A
+directives file wins over flags for every field it sets (seed README); flags it
+overrides are named in one warning. ``--ssh-key``, ``--cache-from``/``--cache-to`` and
+``--nats-nkey-seed`` exist only as flags (a file holds references, never keys).
+
+The rules the NCL contract checks are mirrored here once, for flag input the contract
+never sees (image references, tags, platforms, secret references, languages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from lian_build import api, validate
+from lian_build import api, model, validate
 from lian_build.errors import ContractViolation, InvalidInput
 
 DEFAULT_COMPUTE = "docker-local"
 DEFAULT_REGISTRY = "zot"
-DEFAULT_BUILDER = "auto"
+
+BUILD_PANEL = "Build"
+PROVIDER_PANEL = "Providers"
+EVENTS_PANEL = "Events"
 
 
 @attrs.frozen
-class ProviderChoice:
-    provider: str
-    settings: Mapping[str, Any] = attrs.field(factory=dict)
+class Flag:
+    """One build flag: its option, environment fallback and directives field."""
+
+    name: str  # the option is --name with '_' -> '-'
+    help: str
+    target: str | None  # a directives path ("artifact.image"); None: flag-only
+    panel: str = BUILD_PANEL
+    env: str | None = None
+    many: bool = False  # repeatable (a list)
+    secret: bool = False  # never shown as a default
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# The 26 flags of `lian build` and `lian plan`, declared once.
+BUILD_FLAGS: tuple[Flag, ...] = (
+    Flag("workspace", "Workspace name (cache namespace).", "workspace", env="BUILDKIT_WORKSPACE"),
+    Flag("context", "Build context directory.", "context"),
+    Flag("image", "Fully-qualified image reference to push.", "artifact.image"),
+    Flag("ssh_key", "SSH private key for the runner.", None, env="BUILDKIT_SSH_KEY"),
+    Flag("directives", "Nickel directives file; wins over flat fields except --ssh-key.", None),
+    Flag("dockerfile", "Dockerfile path inside the context.", "dockerfile"),
+    Flag("target", "Build stage to stop at.", "target"),
+    Flag("tag", "Extra tag (name or full reference); repeatable.", "artifact.tags", many=True),
+    Flag("build_arg", "KEY=VALUE; repeatable.", "build_args", many=True),
+    Flag(
+        "secret", "ID=REF build secret, e.g. npm=env:NPM_TOKEN; repeatable.", "secrets", many=True
+    ),
+    Flag("cache_from", "Extra cache import ref; repeatable.", None, many=True),
+    Flag("cache_to", "Extra cache export ref; repeatable.", None, many=True),
+    Flag("mode", "Cache mode: ci (default) or session.", "cache.mode"),
+    Flag("actor", "Session actor id (with --mode session).", "cache.actor.id"),
+    Flag("language", "rust, go, java, ... (sizing defaults).", "language"),
+    Flag("platforms", "Comma list, e.g. linux/amd64,linux/arm64.", "platforms"),
+    Flag(
+        "provider",
+        "Compute provider plugin (default docker-local).",
+        "compute.provider",
+        panel=PROVIDER_PANEL,
+        env="LIAN_COMPUTE_PROVIDER",
+    ),
+    Flag(
+        "compute_opt",
+        "KEY=VALUE compute setting; repeatable. List settings take a comma list "
+        "(server_types=cx23,cx33) or repeated flags.",
+        "compute",
+        panel=PROVIDER_PANEL,
+        many=True,
+    ),
+    Flag(
+        "registry",
+        "Registry plugin (default zot).",
+        "registry.provider",
+        panel=PROVIDER_PANEL,
+        env="LIAN_REGISTRY_PROVIDER",
+    ),
+    Flag(
+        "registry_opt",
+        "KEY=VALUE registry setting; repeatable (lists as for --compute-opt).",
+        "registry",
+        panel=PROVIDER_PANEL,
+        many=True,
+    ),
+    Flag(
+        "builder", "auto (default), buildkit, buildah, or a plugin's.", "builder", PROVIDER_PANEL
+    ),
+    Flag(
+        "runner_image",
+        "Runner image / template.",
+        "runner.image",
+        panel=PROVIDER_PANEL,
+        env="BUILDKIT_RUNNER_IMAGE",
+    ),
+    Flag("tier", "Start at this tier of the provider's ladder.", "runner.tier", PROVIDER_PANEL),
+    Flag("nats_url", "Publish lifecycle events here.", "events.url", EVENTS_PANEL, env="NATS_URL"),
+    Flag("nats_nkey_seed", "NATS nkey seed.", None, EVENTS_PANEL, env="NATS_NKEY_SEED", secret=True),
+    Flag(
+        "nats_subject_prefix",
+        "Subject prefix (default lian).",
+        "events.subject_prefix",
+        EVENTS_PANEL,
+        env="NATS_SUBJECT_PREFIX",
+    ),
+)
+FLAGS_BY_NAME = {flag.name: flag for flag in BUILD_FLAGS}
 
 
 @attrs.frozen
-class RunnerOverride:
-    cpu: int | None = None
-    memory_gb: int | None = None
-    time_budget_min: int | None = None
-    tier: str | None = None
-    image: str | None = None
+class Request:
+    """A resolved build request: the directives plus what only flags carry."""
 
-
-@attrs.frozen
-class CacheChoice:
-    mode: str = "ci"  # "ci" | "session"
-    actor: str | None = None
-    do_import: bool = True
-    do_export: bool = True
-    extra_imports: tuple[str, ...] = ()  # --cache-from
-    extra_exports: tuple[str, ...] = ()  # --cache-to
-
-
-@attrs.frozen
-class BuildIntent:
-    """Everything a build needs, validated. Secrets are references, never values."""
-
-    workspace: str
-    context: Path
-    dockerfile: str
-    image: validate.ImageRef
-    tags: tuple[str, ...]  # fully-qualified; tags[0] == str(image)
-    compute: ProviderChoice
-    registry: ProviderChoice
-    ssh_key: Path | None
-    builder: str = DEFAULT_BUILDER
-    target: str | None = None
-    language: str | None = None
-    platforms: tuple[str, ...] = ()
-    build_args: Mapping[str, str] = attrs.field(factory=dict)
-    secrets: tuple[tuple[str, str], ...] = ()  # (id, reference)
-    runner: RunnerOverride = RunnerOverride()
-    cache: CacheChoice = CacheChoice()
-    events: api.EventSettings = attrs.field(factory=api.EventSettings)
-    nkey_seed_ref: str | None = None
+    directives: model.BuildDirectives
+    ssh_key: Path | None = None
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    nkey_seed: str | None = attrs.field(default=None, repr=False)
     source: str = "flags"
 
 
-@attrs.frozen
-class FlatArgs:
-    """The CLI's flat arguments after environment fallbacks (None = not given)."""
-
-    workspace: str | None = None
-    context: str | None = None
-    image: str | None = None
-    ssh_key: str | None = None
-    directives: str | None = None
-    dockerfile: str | None = None
-    target: str | None = None
-    cache_from: Sequence[str] = ()
-    cache_to: Sequence[str] = ()
-    language: str | None = None
-    platforms: str | None = None
-    runner_image: str | None = None
-    provider: str | None = None
-    registry: str | None = None
-    builder: str | None = None
-    compute_opts: Sequence[str] = ()
-    registry_opts: Sequence[str] = ()
-    build_args: Sequence[str] = ()
-    tags: Sequence[str] = ()
-    secrets: Sequence[str] = ()
-    mode: str | None = None
-    actor: str | None = None
-    tier: str | None = None
-    nats_url: str | None = None
-    nats_nkey_seed: str | None = attrs.field(default=None, repr=False)
-    nats_subject_prefix: str | None = None
+# --------------------------------------------------------------------------- flag values
 
 
 def key_values(items: Sequence[str], flag: str, field: str) -> dict[str, str]:
@@ -110,199 +144,276 @@ def key_values(items: Sequence[str], flag: str, field: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidInput(f"--{flag} expects KEY=VALUE, got {item!r}", field=field)
+        if key in out:
+            raise InvalidInput(f"--{flag} {key} is given twice", field=f"{field}.{key}")
         out[key] = value
     return out
 
 
-def opt_value(raw: str) -> Any:
-    """``--compute-opt cpus=2`` -> int; true/false -> bool; otherwise the string."""
-    lowered = raw.lower()
-    if lowered in {"true", "false"}:
-        return lowered == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
+def _strip_optional(kind: Any) -> Any:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, type(int | None)) and len(args) == 1:
+        return args[0]
+    return kind
 
 
-def _full_tags(image: validate.ImageRef, extra: Sequence[str]) -> tuple[str, ...]:
-    tags = [str(image)]
-    for tag in extra:
-        ref = tag if "/" in tag else f"{image.name}:{validate.tag(tag)}"
-        full = str(validate.image_reference(ref, field="tags"))
-        if full not in tags:
-            tags.append(full)
-    return tuple(tags)
-
-
-def _registry_settings(
-    choice: ProviderChoice, image: validate.ImageRef, registry_classes: Mapping[str, Any]
-) -> ProviderChoice:
-    cls = registry_classes.get(choice.provider)
-    if cls is None:
-        return choice
-    merged = {**cls.defaults_for_image(image.registry), **choice.settings}
-    return ProviderChoice(choice.provider, merged)
-
-
-def _common_checks(intent: BuildIntent, *, require_ssh_key: bool) -> BuildIntent:
-    validate.path_component(intent.workspace, field="workspace")
-    validate.context_dir(intent.context)
-    validate.dockerfile_in_context(intent.context, intent.dockerfile)
-    for key, value in intent.build_args.items():
-        validate.build_arg(key, value)
-    if intent.cache.mode not in {"ci", "session"}:
+def _scalar(kind: Any, raw: str, field: str) -> Any:
+    if kind is bool:
+        if raw.lower() not in {"true", "false"}:
+            raise InvalidInput(f"{field} must be true or false, got {raw!r}", field=field)
+        return raw.lower() == "true"
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise InvalidInput(f"{field} must be {what}, got {raw!r}", field=field) from None
+    if attrs.has(kind):
         raise InvalidInput(
-            f"cache mode must be 'ci' or 'session', got {intent.cache.mode!r}", field="mode"
+            f"{field} holds records: set it in a directives file, not with a flag", field=field
         )
-    if intent.cache.mode == "session":
-        if not intent.cache.actor:
-            raise InvalidInput("session builds need an actor (--actor)", field="actor")
-        validate.path_component(intent.cache.actor, field="actor")
-    for ref in (*intent.cache.extra_imports, *intent.cache.extra_exports):
+    return raw
+
+
+def _flag_value(kind: Any, values: list[str], field: str) -> Any:
+    """Type a flag's text by the settings field it sets (flags carry no JSON types)."""
+    kind = _strip_optional(kind)
+    origin = typing.get_origin(kind)
+    if origin in (list, tuple, Sequence, typing.Sequence, frozenset, set):
+        element = (typing.get_args(kind) or (str,))[0]
+        items = [part.strip() for value in values for part in value.split(",") if part.strip()]
+        return [_scalar(element, item, field) for item in items]
+    if len(values) > 1:
+        raise InvalidInput(f"{field} takes one value, given {len(values)} times", field=field)
+    if kind is Any or kind is None:
+        return values[0]
+    return _scalar(kind, values[0], field)
+
+
+def provider_settings(settings_cls: Any, items: Sequence[str], flag: str, prefix: str) -> dict[str, Any]:
+    """``--compute-opt``/``--registry-opt`` items, typed by the provider's Settings fields.
+
+    A list field takes a comma list or repeated flags; an unknown key is left as text
+    for the strict converter to name.
+    """
+    grouped: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--{flag} expects KEY=VALUE, got {item!r}", field=prefix)
+        grouped.setdefault(key, []).append(value)
+    hints: dict[str, Any] = {}
+    if settings_cls is not None and attrs.has(settings_cls):
+        try:
+            hints = typing.get_type_hints(settings_cls)
+        except Exception:  # an unresolvable annotation: the converter still checks types
+            hints = {}
+    return {
+        key: _flag_value(hints.get(key, Any), values, f"{prefix}.{key}")
+        for key, values in grouped.items()
+    }
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, [], ())
+
+
+def flags_to_directives(
+    values: Mapping[str, Any], settings_class: Callable[[str, str], Any]
+) -> dict[str, Any]:
+    """The directives-shaped dict that flags describe (fields not given stay absent)."""
+    data: dict[str, Any] = {
+        "compute": {"provider": values.get("provider") or DEFAULT_COMPUTE},
+        "registry": {"provider": values.get("registry") or DEFAULT_REGISTRY},
+    }
+    for flag in BUILD_FLAGS:
+        value = values.get(flag.name)
+        if flag.target is None or not _given(value):
+            continue
+        if flag.name == "build_arg":
+            value = key_values(value, "build-arg", "build_args")
+        elif flag.name == "secret":
+            value = [
+                {"id": k, "ref": v} for k, v in key_values(value, "secret", "secrets").items()
+            ]
+        elif flag.name == "platforms":
+            value = list(validate.platforms(value))
+        elif flag.name in ("compute_opt", "registry_opt"):
+            kind = flag.target
+            provider = data[kind]["provider"]
+            settings = provider_settings(
+                settings_class(kind, provider), value, flag.option[2:], kind
+            )
+            data[kind].update(settings)
+            continue
+        elif flag.name in ("provider", "registry"):
+            continue  # set above
+        elif flag.many:
+            value = list(value)
+        _set(data, flag.target, value)
+    return data
+
+
+def _present(data: Mapping[str, Any], path: str) -> bool:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def overridden_flags(values: Mapping[str, Any], file_data: Mapping[str, Any]) -> list[str]:
+    """Flags given alongside a directives file that sets the same field."""
+    names = []
+    for flag in BUILD_FLAGS:
+        if flag.target is None or not _given(values.get(flag.name)):
+            continue
+        target = flag.target.split(".")[0] if flag.name.endswith("_opt") else flag.target
+        if _present(file_data, target):
+            names.append(flag.option)
+    return names
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's fields win; ``runner`` and ``events`` merge field by field."""
+    out = dict(base)
+    for key, value in over.items():
+        if key in ("runner", "events") and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _with_registry_defaults(
+    data: dict[str, Any], settings_defaults: Callable[[str, str], Mapping[str, Any]]
+) -> dict[str, Any]:
+    registry = dict(data.get("registry") or {})
+    image = (data.get("artifact") or {}).get("image")
+    provider = registry.get("provider")
+    if isinstance(image, str) and isinstance(provider, str):
+        host = validate.image_reference(image, field="artifact.image").registry
+        registry = {**settings_defaults(provider, host), **registry}
+    return {**data, "registry": registry}
+
+
+def check(directives: model.BuildDirectives) -> None:
+    """The contract's value rules, for input the NCL contract has not seen (flags)."""
+    validate.image_reference(directives.artifact.image, field="artifact.image")
+    for tag in directives.artifact.tags:
+        if "/" in tag:
+            validate.image_reference(tag, field="artifact.tags")
+        else:
+            validate.tag(tag, field="artifact.tags")
+    validate.platforms(list(directives.platforms))
+    for key, value in directives.build_args.items():
+        validate.build_arg(key, value)
+    for secret in directives.secrets:
+        validate.secret_ref(secret.ref, field=f"secrets[{secret.id}].ref")
+        if not secret.id:
+            raise InvalidInput("a secret needs an id", field="secrets")
+    validate.plugin_name(directives.compute.provider, field="compute.provider")
+    validate.plugin_name(directives.registry.provider, field="registry.provider")
+    validate.plugin_name(directives.builder, field="builder")
+    if directives.language is not None:
+        validate.language(directives.language)
+    if directives.events is not None and directives.events.nkey_seed_ref is not None:
+        validate.secret_ref(directives.events.nkey_seed_ref, field="events.nkey_seed_ref")
+
+
+def resolve(
+    values: Mapping[str, Any],
+    *,
+    settings_class: Callable[[str, str], Any],
+    registry_defaults: Callable[[str, str], Mapping[str, Any]],
+    require_ssh_key: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> Request:
+    """Flags (and a directives file, when given) -> one validated ``Request``.
+
+    ``settings_class(kind, provider)`` is the provider's Settings class (types flag
+    values); ``registry_defaults(provider, host)`` the registry plugin's defaults for
+    the image's host.
+    """
+    flag_data = flags_to_directives(values, settings_class)
+    source = "flags"
+    directives_path = values.get("directives")
+    if directives_path:
+        path = Path(directives_path)
+        file_data = _load_file(path)
+        ignored = overridden_flags(values, file_data)
+        if ignored and warn is not None:
+            warn(f"the directives file {path} overrides {', '.join(ignored)}")
+        data = _merge(flag_data, file_data)
+        source = f"directives:{path}"
+    else:
+        missing = [n for n in ("workspace", "context", "image") if not values.get(n)]
+        if missing:
+            raise InvalidInput(
+                f"missing required argument(s): {', '.join('--' + m for m in missing)} "
+                "(or pass --directives FILE)",
+                field=missing[0],
+            )
+        data = flag_data
+        data["context"] = str(Path(values["context"]).resolve())
+    data = _with_registry_defaults(data, registry_defaults)
+    what = "build directives" if source == "flags" else f"directives file {directives_path}"
+    directives = model.structure(data, model.BuildDirectives, what=what)
+    check(directives)
+    context = Path(directives.context)
+    validate.context_dir(context)
+    validate.dockerfile_in_context(context, directives.dockerfile)
+    cache_from = tuple(values.get("cache_from") or ())
+    cache_to = tuple(values.get("cache_to") or ())
+    for ref in (*cache_from, *cache_to):
         validate.image_reference(ref, field="cache")
-    if intent.ssh_key is None:
-        if not require_ssh_key:  # `lian plan` never connects: a key is checked only if given
-            return intent
+    ssh_key = Path(values["ssh_key"]).expanduser() if values.get("ssh_key") else None
+    if ssh_key is None and require_ssh_key:
         raise InvalidInput(
             "an SSH private key is required (--ssh-key or BUILDKIT_SSH_KEY)", field="ssh_key"
         )
-    from lian_build.remote.ssh import read_private_key
+    if ssh_key is not None:
+        from lian_build.remote.ssh import read_private_key
 
-    read_private_key(intent.ssh_key)
-    return intent
-
-
-def from_flags(
-    args: FlatArgs, registry_classes: Mapping[str, Any], *, require_ssh_key: bool = True
-) -> BuildIntent:
-    """Resolve a build from flat arguments (and a directives file when given)."""
-    if args.directives:
-        return from_directives(
-            Path(args.directives), args, registry_classes, require_ssh_key=require_ssh_key
-        )
-    missing = [name for name in ("workspace", "context", "image") if not getattr(args, name)]
-    if missing:
-        raise InvalidInput(
-            f"missing required argument(s): {', '.join('--' + m for m in missing)} "
-            "(or pass --directives FILE)",
-            field=missing[0],
-        )
-    assert args.workspace and args.context and args.image
-    image = validate.image_reference(args.image, field="image")
-    registry = _registry_settings(
-        ProviderChoice(
-            args.registry or DEFAULT_REGISTRY,
-            {
-                k: opt_value(v)
-                for k, v in key_values(args.registry_opts, "registry-opt", "registry").items()
-            },
-        ),
-        image,
-        registry_classes,
+        read_private_key(ssh_key)
+    return Request(
+        directives=directives,
+        ssh_key=ssh_key,
+        cache_from=cache_from,
+        cache_to=cache_to,
+        nkey_seed=values.get("nats_nkey_seed"),
+        source=source,
     )
-    compute_settings: dict[str, Any] = {
-        k: opt_value(v) for k, v in key_values(args.compute_opts, "compute-opt", "compute").items()
-    }
-    secrets = tuple(key_values(args.secrets, "secret", "secrets").items())
-    intent = BuildIntent(
-        workspace=args.workspace,
-        context=Path(args.context).resolve(),
-        dockerfile=args.dockerfile or "Dockerfile",
-        image=image,
-        tags=_full_tags(image, args.tags),
-        compute=ProviderChoice(args.provider or DEFAULT_COMPUTE, compute_settings),
-        registry=registry,
-        ssh_key=Path(args.ssh_key).expanduser() if args.ssh_key else None,
-        builder=args.builder or DEFAULT_BUILDER,
-        target=args.target,
-        language=args.language,
-        platforms=validate.platforms(args.platforms) if args.platforms else (),
-        build_args=key_values(args.build_args, "build-arg", "build_args"),
-        secrets=secrets,
-        runner=RunnerOverride(tier=args.tier, image=args.runner_image),
-        cache=CacheChoice(
-            mode=args.mode or "ci",
-            actor=args.actor,
-            extra_imports=tuple(args.cache_from),
-            extra_exports=tuple(args.cache_to),
-        ),
-        events=api.EventSettings(
-            nats_url=args.nats_url,
-            subject_prefix=args.nats_subject_prefix or "lian",
-            nkey_seed=args.nats_nkey_seed,
-        ),
-    )
-    return _common_checks(intent, require_ssh_key=require_ssh_key)
 
 
-def from_directives(
-    path: Path,
-    args: FlatArgs,
-    registry_classes: Mapping[str, Any],
-    *,
-    require_ssh_key: bool = True,
-) -> BuildIntent:
-    """A directives file: its fields win; --ssh-key (and NATS flags if unset) come from flags."""
+def _load_file(path: Path) -> dict[str, Any]:
     from lian_build import ncl
 
     if not path.expanduser().is_file():
         raise InvalidInput(f"directives file {path} does not exist", field="directives")
     try:
-        d = ncl.load_directives(path)
+        return ncl.evaluate_directives(path)
     except ContractViolation as exc:
         # A syntax error, a loop or a memory blow-up blames no field: the file is at fault.
         exc.field = exc.field or "directives"
         raise
-    image = validate.image_reference(d.artifact.image, field="artifact.image")
-    runner = d.runner
-    cache = d.cache
-    events = d.events
-    mode = getattr(getattr(cache, "mode", None), "value", getattr(cache, "mode", "ci"))
-    actor = getattr(getattr(cache, "actor", None), "id", None)
-    do_import = getattr(cache, "import_", getattr(cache, "do_import", True))
-    do_export = getattr(cache, "export", getattr(cache, "do_export", True))
-    registry = _registry_settings(
-        ProviderChoice(d.registry.provider, dict(d.registry.settings)), image, registry_classes
+
+
+def event_settings(request: Request) -> api.EventSettings:
+    events = request.directives.events
+    return api.EventSettings(
+        nats_url=events.url if events else None,
+        subject_prefix=events.subject_prefix if events else "lian",
+        nkey_seed=request.nkey_seed,
     )
-    intent = BuildIntent(
-        workspace=d.workspace,
-        context=Path(d.context),
-        dockerfile=d.dockerfile,
-        image=image,
-        tags=_full_tags(image, list(d.artifact.tags)),
-        compute=ProviderChoice(d.compute.provider, dict(d.compute.settings)),
-        registry=registry,
-        ssh_key=Path(args.ssh_key).expanduser() if args.ssh_key else None,
-        builder=d.builder,
-        target=d.target,
-        language=d.language,
-        platforms=validate.platforms(list(d.platforms)) if d.platforms else (),
-        build_args=dict(d.build_args),
-        secrets=tuple((s.id, s.ref) for s in d.secrets),
-        runner=RunnerOverride(
-            cpu=getattr(runner, "cpu", None),
-            memory_gb=getattr(runner, "memory_gb", None),
-            time_budget_min=getattr(runner, "time_budget_min", None),
-            tier=getattr(runner, "tier", None) or args.tier,
-            image=getattr(runner, "image", None) or args.runner_image,
-        ),
-        cache=CacheChoice(
-            mode=str(mode),
-            actor=actor,
-            do_import=bool(do_import),
-            do_export=bool(do_export),
-            extra_imports=tuple(args.cache_from),
-            extra_exports=tuple(args.cache_to),
-        ),
-        events=api.EventSettings(
-            nats_url=getattr(events, "url", None) or args.nats_url,
-            subject_prefix=getattr(events, "subject_prefix", None)
-            or args.nats_subject_prefix
-            or "lian",
-            nkey_seed=args.nats_nkey_seed,
-        ),
-        nkey_seed_ref=getattr(events, "nkey_seed_ref", None),
-        source=f"directives:{path}",
-    )
-    return _common_checks(intent, require_ssh_key=require_ssh_key)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import enum
 import re
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import cattrs.cols
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from lian_build.errors import InvalidInput
+from lian_build.errors import InvalidInput, LianError
 
 T = TypeVar("T")
 
@@ -181,40 +183,176 @@ class BuildDirectives:
 
 
 # --------------------------------------------------------------------------- build_result.ncl
+# Adding an optional result field is one line here (``name: type | None = None``) and
+# one line in build_result.ncl (``name | Type | optional,``): absent values (None) are
+# left out of the envelope, as the contract's ``optional`` expects.
 
 
 @attrs.frozen(kw_only=True)
-class OutcomeSize:
+class RunnerSize:
     cpu: int
     memory_gb: int
     time_budget_min: int
     source: str
+    reason: str = ""
 
 
 @attrs.frozen(kw_only=True)
-class OutcomeCache:
+class SyncOutcome:
+    method: str  # "rsync" | "tar"
+    files: int
+    bytes_sent: int
+    total_bytes: int
+    seconds: float
+    files_total: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class CacheOutcome:
+    mode: BuildMode
     imports: tuple[str, ...] = ()
     exports: tuple[str, ...] = ()
+    cached_steps: int = 0
+    total_steps: int = 0
 
 
 @attrs.frozen(kw_only=True)
-class BuildOutcome:
-    """The ``result`` of a successful build envelope (NCL ``BuildOutcome``)."""
+class BuildProgress:
+    """How far a build got: the ``result`` of a build error envelope."""
 
+    session_id: str
+    workspace: str
     image: str
     provider: str
     registry: str
-    builder: str
-    size: OutcomeSize
-    tier: str
-    cache: OutcomeCache
-    session_id: str
-    workspace: str
-    digest: str | None = None
-    tags: tuple[str, ...] = ()
+    size: RunnerSize
+    tier: str | None = None
     tiers_tried: tuple[str, ...] = ()
     retries: int = 0
     phases: Mapping[str, float] = attrs.field(factory=dict)  # seconds per phase
+
+
+@attrs.frozen(kw_only=True)
+class BuildOutcome(BuildProgress):
+    """The ``result`` of a successful build envelope (NCL ``BuildOutcome``)."""
+
+    digest: str
+    tags: tuple[str, ...]
+    builder: str
+    cache: CacheOutcome
+    sync: SyncOutcome
+    duration_s: float
+    peak_memory_bytes: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PlanSecret:
+    id: str
+    ref: str
+
+
+@attrs.frozen(kw_only=True)
+class PlanRunner:
+    image: str | None = None
+    tier: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PlanTier:
+    name: str
+    cpu: int
+    memory_gb: float
+    disk_gb: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PlanCache:
+    mode: BuildMode
+    disposition: SessionCacheDisposition
+    imports: tuple[str, ...]
+    exports: tuple[str, ...]
+    actor: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PlanEvents:
+    subject_prefix: str
+    nats_url: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PlanOutcome:
+    """The ``result`` of ``lian plan`` (NCL ``PlanOutcome``)."""
+
+    session_id: str
+    source: str
+    workspace: str
+    context: str
+    dockerfile: str
+    image: str
+    tags: tuple[str, ...]
+    platforms: tuple[str, ...]
+    build_args: Mapping[str, str]
+    secrets: tuple[PlanSecret, ...]
+    runner: PlanRunner
+    compute: Mapping[str, Any]  # provider, settings, and the provider's own plan keys
+    registry: Mapping[str, Any]  # provider, host, insecure, and the provider's own keys
+    size: RunnerSize
+    ladder: tuple[PlanTier, ...]
+    attempts: tuple[str, ...]
+    max_oom_retries: int
+    cache: PlanCache
+    builder: str
+    commands: Mapping[str, Any]  # builder name -> argv lists
+    events: PlanEvents
+    target: str | None = None
+    language: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ProbeCheck:
+    name: str
+    ok: bool
+    message: str
+    code: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class IntegrateOutcome:
+    """The ``result`` of ``lian integrate`` (NCL ``IntegrateOutcome``)."""
+
+    probe: str
+    workspace: str
+    ready: bool
+    checks: tuple[ProbeCheck, ...]
+    request_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PluginReport:
+    name: str
+    distribution: str
+    version: str
+    builtin: bool
+    hooks: tuple[str, ...]
+    provides: Mapping[str, tuple[str, ...]]
+    status: str  # loaded | disabled | error
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PluginsOutcome:
+    plugins: tuple[PluginReport, ...]
+    conflicts: Mapping[str, tuple[str, ...]]
+
+
+@attrs.frozen(kw_only=True)
+class ReapOutcome:
+    provider: str
+    found: int
+    destroyed: tuple[str, ...]
+    kept: tuple[str, ...]
+    failed: tuple[str, ...]
 
 
 @attrs.frozen(kw_only=True)
@@ -222,17 +360,20 @@ class BuildError:
     code: str
     message: str
     field: str | None = None
-    details: Any = None
+    details: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
 class BuildResult:
-    """The one JSON envelope per invocation (NCL ``BuildResult``)."""
+    """The one JSON envelope per invocation (NCL ``BuildResult``).
 
+    ``result`` is one of the outcome classes above, or a plugin command's own record.
+    """
+
+    lian: str = "1"
     command: str
     status: BuildStatus
-    lian: str = "1"
-    result: Mapping[str, Any] | None = None
+    result: Any = None
     error: BuildError | None = None
 
 
@@ -341,6 +482,39 @@ def _attrs_unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
 
 
 converter.register_structure_hook_factory(attrs.has, _attrs_structure_factory)
+
+
+def _strict_collection_factory(cls: Any, conv: Any) -> Callable[[Any, Any], Any]:
+    """Lists must be JSON arrays and records JSON objects: a string is not a list of
+    characters, an object is not a list of its keys."""
+    origin = typing.get_origin(cls) or cls
+    mapping = isinstance(origin, type) and issubclass(origin, Mapping)
+    if mapping:
+        inner = cattrs.cols.mapping_structure_factory(cls, conv)
+    elif origin is tuple:
+        inner = cattrs.cols.homogenous_tuple_structure_factory(cls, conv)
+    else:
+        inner = cattrs.cols.list_structure_factory(cls, conv)
+
+    def structure(value: Any, type_: Any) -> Any:
+        if mapping and not isinstance(value, Mapping):
+            raise TypeError(f"expected a record, got {type(value).__name__}")
+        if not mapping and not isinstance(value, list | tuple):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return inner(value, type_)
+
+    return structure
+
+
+def _is_collection(cls: Any) -> bool:
+    from cattrs._compat import is_mapping, is_sequence
+
+    if typing.get_origin(cls) is tuple and ... not in typing.get_args(cls):
+        return False  # a fixed-length tuple: cattrs' own hook
+    return bool(is_sequence(cls) or is_mapping(cls))
+
+
+converter.register_structure_hook_factory(_is_collection, _strict_collection_factory)
 converter.register_unstructure_hook_factory(attrs.has, _attrs_unstructure_factory)
 
 
@@ -374,19 +548,38 @@ def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
         yield path, str(exc)
 
 
-def structure(data: Any, cls: type[T], *, what: str = "input") -> T:
-    """Structure JSON data into ``cls``; errors name every field at fault."""
+def structure(data: Any, cls: type[T], *, what: str = "input", path: str = "") -> T:
+    """Structure JSON data into ``cls``; errors name every field at fault.
+
+    ``path`` prefixes field names (``compute`` for a compute provider's settings). An
+    attrs validator that raises a ``LianError`` itself keeps its own message and field.
+    """
     try:
         return converter.structure(data, cls)
     except (ClassValidationError, IterableValidationError, ValueError, TypeError) as exc:
-        problems = list(_problems(exc, ""))
-        lines = [f"{path or '(top level)'}: {message}" for path, message in problems]
+        own = _first_lian_error(exc)
+        if own is not None:
+            raise own from None
+        problems = list(_problems(exc, path))
+        lines = [f"{where or '(top level)'}: {message}" for where, message in problems]
         first_field = problems[0][0] if problems and problems[0][0] else None
         raise InvalidInput(
             f"{what} is not valid: " + "; ".join(lines),
             field=first_field,
             details={"problems": lines},
         ) from None
+    except LianError:
+        raise
+
+
+def _first_lian_error(exc: BaseException) -> LianError | None:
+    if isinstance(exc, LianError):
+        return exc
+    for sub in getattr(exc, "exceptions", ()):
+        found = _first_lian_error(sub)
+        if found is not None:
+            return found
+    return None
 
 
 def structure_directives(data: Mapping[str, Any]) -> BuildDirectives:

@@ -218,13 +218,23 @@ def _violation(what: str, report: str, path: Path | None) -> ContractViolation:
     return ContractViolation(f"{summary}\n{report}", field=field, details=details)
 
 
+def evaluate_directives(
+    path: Path, *, timeout_s: float = 10.0, memory_mb: int = 1024
+) -> dict[str, Any]:
+    """A directives file's exported JSON, contract-checked; ``context`` made absolute."""
+    data = evaluate(file=path, contract="BuildDirectives", timeout_s=timeout_s, memory_mb=memory_mb)
+    if not isinstance(data, dict):
+        raise InvalidInput(f"directives file {_display(path)} is not a record", field="directives")
+    folder = path.expanduser().resolve().parent
+    data["context"] = str((folder / data.get("context", ".")).resolve())
+    return data
+
+
 def load_directives(
     path: Path, *, timeout_s: float = 10.0, memory_mb: int = 1024
 ) -> model.BuildDirectives:
     """Evaluate a directives file against BuildDirectives; ``context`` becomes absolute."""
-    data = evaluate(file=path, contract="BuildDirectives", timeout_s=timeout_s, memory_mb=memory_mb)
-    folder = path.expanduser().resolve().parent
-    data["context"] = str((folder / data.get("context", ".")).resolve())
+    data = evaluate_directives(path, timeout_s=timeout_s, memory_mb=memory_mb)
     return model.structure(data, model.BuildDirectives, what=f"directives file {_display(path)}")
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lian_build import api, oom
+from lian_build import api, model, oom
 from lian_build.errors import (
     BuildFailed,
     LianError,
@@ -105,6 +105,20 @@ def parse_cgroup_report(text: str) -> CgroupReading:
     return CgroupReading(oom_kills=kills, peak_bytes=number("peak"), cpu_seconds=cpu_s)
 
 
+def remove_credentials(remote: api.Remote, secrets_dir: str, docker_config: str | None) -> None:
+    """Delete the build secrets and the registry credentials (DOCKER_CONFIG) on the runner."""
+    from lian_build.remote.dockerconfig import remove_docker_config
+
+    try:
+        result = remote.run(["rm", "-rf", "--", secrets_dir], timeout=30)
+        if result.exit_code != 0:
+            log.warning("removing secrets from the runner failed: %s", result.stderr.strip())
+        if docker_config is not None:
+            remove_docker_config(remote, docker_config)
+    except Exception as exc:  # teardown removes the whole work dir next anyway
+        log.warning("removing credentials from the runner failed: %s", exc)
+
+
 def read_cgroup(remote: api.Remote) -> CgroupReading:
     try:
         result = remote.run(["sh", "-c", _CGROUP_SCRIPT], timeout=30)
@@ -163,24 +177,35 @@ class BuildPipeline:
 
     # ------------------------------------------------------------------ public
 
-    def summary(self) -> dict[str, Any]:
-        """Partial result, also attached to error envelopes."""
+    def progress_outcome(self) -> model.BuildProgress:
+        """How far the build got; attached to error envelopes."""
         plan = self.plan
         last = self.attempts[-1] if self.attempts else None
-        return {
-            "session_id": plan.session_id,
-            "workspace": plan.intent.workspace,
-            "image": str(plan.intent.image),
-            "provider": plan.compute.name,
-            "registry": plan.registry.name,
-            "size": attrs.asdict(plan.size),
-            "tiers_tried": [a.tier.name for a in self.attempts],
-            "retries": max(0, len(self.attempts) - 1),
-            "tier": last.tier.name if last else None,
-            "phases": dict(self.progress.phases),
-        }
+        size = plan.size
+        return model.BuildProgress(
+            session_id=plan.session_id,
+            workspace=plan.intent.workspace,
+            image=str(plan.intent.image),
+            provider=plan.compute.name,
+            registry=plan.registry.name,
+            size=model.RunnerSize(
+                cpu=size.cpu,
+                memory_gb=size.memory_gb,
+                time_budget_min=size.time_budget_min,
+                source=size.source,
+                reason=size.reason,
+            ),
+            tiers_tried=tuple(a.tier.name for a in self.attempts),
+            retries=max(0, len(self.attempts) - 1),
+            tier=last.tier.name if last else None,
+            phases=dict(self.progress.phases),
+        )
 
-    def run(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The progress record as JSON data (events carry it)."""
+        return model.unstructure(self.progress_outcome())
+
+    def run(self) -> model.BuildOutcome:
         plan = self.plan
         intent = plan.intent
         self.events.emit(
@@ -206,7 +231,7 @@ class BuildPipeline:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> model.BuildOutcome:
         plan = self.plan
         intent = plan.intent
         # Resolve every secret and check the registry before paying for a machine.
@@ -252,22 +277,23 @@ class BuildPipeline:
             )
         assert attempt is not None and attempt.outcome is not None
         digest = self._verify_push(attempt.outcome)
-        result = {
-            **self.summary(),
-            "digest": digest,
-            "tags": list(intent.tags),
-            "builder": attempt.builder,
-            "cache": {
-                "mode": intent.cache.mode,
-                "imports": list(plan.cache_refs.imports),
-                "exports": list(plan.cache_refs.exports),
-                "cached_steps": attempt.outcome.cached_steps,
-                "total_steps": attempt.outcome.total_steps,
-            },
-            "sync": attempt.sync,
-            "peak_memory_bytes": attempt.after.peak_bytes,
-            "duration_s": round(time.monotonic() - self.started, 3),
-        }
+        assert attempt.builder is not None
+        result = model.BuildOutcome(
+            **attrs.asdict(self.progress_outcome(), recurse=False),
+            digest=digest,
+            tags=intent.tags,
+            builder=attempt.builder,
+            cache=model.CacheOutcome(
+                mode=model.BuildMode(intent.cache.mode),
+                imports=plan.cache_refs.imports,
+                exports=plan.cache_refs.exports,
+                cached_steps=attempt.outcome.cached_steps,
+                total_steps=attempt.outcome.total_steps,
+            ),
+            sync=model.SyncOutcome(**attempt.sync),
+            peak_memory_bytes=attempt.after.peak_bytes,
+            duration_s=round(time.monotonic() - self.started, 3),
+        )
         self.events.emit("completed", {"digest": digest, **self.summary()})
         return result
 
@@ -377,15 +403,21 @@ class BuildPipeline:
                 dockerfile=plan.intent.dockerfile,
             )
         attempt.sync = attrs.asdict(stats)
-        docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
-        for sid, value in build_secrets.items():
-            remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
-        builder = select_builder(plan.intent.builder, plan.builders, remote)
-        job = plan.job(docker_config_dir=docker_config)
-        attempt.before = read_cgroup(remote)
-        with self.progress.phase("build", f"{builder.name} on {attempt.tier.name}"):
-            outcome = builder.build(job, remote, self.progress.line)
-        attempt.after = read_cgroup(remote)
+        docker_config: str | None = None
+        try:
+            docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
+            for sid, value in build_secrets.items():
+                remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
+            builder = select_builder(plan.intent.builder, plan.builders, remote)
+            job = plan.job(docker_config_dir=docker_config)
+            attempt.before = read_cgroup(remote)
+            with self.progress.phase("build", f"{builder.name} on {attempt.tier.name}"):
+                outcome = builder.build(job, remote, self.progress.line)
+            attempt.after = read_cgroup(remote)
+        finally:
+            # A long-lived host keeps nothing: secrets and registry credentials go as soon
+            # as the build step ends, success or failure (the context goes at teardown).
+            remove_credentials(remote, paths.secrets_dir, docker_config)
         return outcome, builder.name
 
     def _teardown(
@@ -479,7 +511,7 @@ def run_build(
     client_key: ClientKey,
     install_signals: bool = True,
     on_pipeline: Callable[[BuildPipeline], None] | None = None,
-) -> dict[str, Any]:
+) -> model.BuildOutcome:
     """Run a planned build with signal handling and the time budget armed."""
     lifecycle = Lifecycle()
     pipeline = BuildPipeline(plan, host, store, progress, lifecycle, client_key=client_key)

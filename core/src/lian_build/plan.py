@@ -11,9 +11,11 @@ from typing import Any
 
 import attrs
 
-from lian_build import api, cache, oom, sizing
+from pathlib import Path
+
+from lian_build import api, cache, model, oom, sizing, validate
 from lian_build.errors import InvalidInput
-from lian_build.intent import BuildIntent
+from lian_build.intent import Request, event_settings
 from lian_build.plugins import PluginHost
 
 REMOTE_ROOT = "/tmp"
@@ -37,8 +39,91 @@ class RemotePaths:
 
 
 @attrs.frozen
+class CacheView:
+    mode: str  # "ci" | "session"
+    actor: str | None
+    disposition: str  # "ephemeral" | "keep"
+    do_import: bool
+    do_export: bool
+    extra_imports: tuple[str, ...] = ()  # --cache-from
+    extra_exports: tuple[str, ...] = ()  # --cache-to
+
+
+@attrs.frozen
+class BuildView:
+    """``plan.intent``: the directives with values resolved for the pipeline and the
+    builders (a parsed image, full tags, an absolute context). Derived, never input."""
+
+    directives: model.BuildDirectives
+    workspace: str
+    context: Path
+    dockerfile: str
+    image: validate.ImageRef
+    tags: tuple[str, ...]  # fully-qualified; tags[0] == str(image)
+    compute: model.ComputeProviderRef
+    registry: model.RegistryProviderRef
+    builder: str
+    target: str | None
+    language: str | None
+    platforms: tuple[str, ...]
+    build_args: dict[str, str]
+    secrets: tuple[tuple[str, str], ...]  # (id, reference)
+    runner: model.RunnerOverride
+    cache: CacheView
+    events: api.EventSettings
+    nkey_seed_ref: str | None
+    ssh_key: Path | None
+    source: str
+
+    @classmethod
+    def of(cls, request: Request) -> BuildView:
+        d = request.directives
+        image = validate.image_reference(d.artifact.image, field="artifact.image")
+        return cls(
+            directives=d,
+            workspace=d.workspace,
+            context=Path(d.context),
+            dockerfile=d.dockerfile,
+            image=image,
+            tags=_full_tags(image, d.artifact.tags),
+            compute=d.compute,
+            registry=d.registry,
+            builder=d.builder,
+            target=d.target,
+            language=d.language,
+            platforms=tuple(d.platforms),
+            build_args=dict(d.build_args),
+            secrets=tuple((s.id, s.ref) for s in d.secrets),
+            runner=d.runner or model.RunnerOverride(),
+            cache=CacheView(
+                mode=d.cache.mode.value,
+                actor=d.cache.actor.id if d.cache.actor else None,
+                disposition=d.cache.disposition.value,
+                do_import=d.cache.import_,
+                do_export=d.cache.export,
+                extra_imports=request.cache_from,
+                extra_exports=request.cache_to,
+            ),
+            events=event_settings(request),
+            nkey_seed_ref=d.events.nkey_seed_ref if d.events else None,
+            ssh_key=request.ssh_key,
+            source=request.source,
+        )
+
+
+def _full_tags(image: validate.ImageRef, extra: Sequence[str]) -> tuple[str, ...]:
+    tags = [str(image)]
+    for tag in extra:
+        ref = tag if "/" in tag else f"{image.name}:{validate.tag(tag)}"
+        full = str(validate.image_reference(ref, field="artifact.tags"))
+        if full not in tags:
+            tags.append(full)
+    return tuple(tags)
+
+
+@attrs.frozen
 class Plan:
-    intent: BuildIntent
+    intent: BuildView
     session_id: str
     compute: api.ComputeProvider
     registry: api.RegistryProvider
@@ -76,7 +161,8 @@ class Plan:
         order = [n for n in ("buildkit", "buildah") if n in self.builders]
         return order + sorted(n for n in self.builders if n not in order)
 
-    def to_dict(self) -> dict[str, Any]:
+    def outcome(self) -> model.PlanOutcome:
+        """What ``lian plan`` prints (NCL ``PlanOutcome``)."""
         intent = self.intent
         job = self.job(docker_config_dir=f"{self.paths.work_dir}/docker-config")
         commands = {
@@ -84,45 +170,69 @@ class Plan:
             for name in self.candidate_builders()
             if name in self.builders
         }
-        return {
-            "session_id": self.session_id,
-            "source": intent.source,
-            "workspace": intent.workspace,
-            "context": str(intent.context),
-            "dockerfile": intent.dockerfile,
-            "image": str(intent.image),
-            "tags": list(intent.tags),
-            "platforms": list(intent.platforms),
-            "build_args": dict(intent.build_args),
-            "secrets": [{"id": sid, "ref": ref} for sid, ref in intent.secrets],
-            "compute": {
+        size = self.size
+        return model.PlanOutcome(
+            session_id=self.session_id,
+            source=intent.source,
+            workspace=intent.workspace,
+            context=str(intent.context),
+            dockerfile=intent.dockerfile,
+            target=intent.target,
+            language=intent.language,
+            image=str(intent.image),
+            tags=intent.tags,
+            platforms=intent.platforms,
+            build_args=dict(intent.build_args),
+            secrets=tuple(model.PlanSecret(id=sid, ref=ref) for sid, ref in intent.secrets),
+            runner=model.PlanRunner(image=self.runner_image, tier=intent.runner.tier),
+            compute={
                 "provider": self.compute.name,
                 "settings": _public_settings(self.compute.settings),
                 **self.compute.plan(),
             },
-            "registry": {
+            registry={
                 "provider": self.registry.name,
                 "host": self.registry.host,
                 "insecure": self.registry.insecure,
                 **self.registry.plan(),
             },
-            "size": attrs.asdict(self.size),
-            "ladder": [attrs.asdict(t) for t in self.ladder],
-            "attempts": [t.name for t in self.attempts],
-            "max_oom_retries": oom.MAX_OOM_RETRIES,
-            "cache": {
-                "mode": intent.cache.mode,
-                "actor": intent.cache.actor,
-                "imports": list(self.cache_refs.imports),
-                "exports": list(self.cache_refs.exports),
-            },
-            "builder": intent.builder,
-            "commands": commands,
-            "events": {
-                "nats_url": intent.events.nats_url,
-                "subject_prefix": intent.events.subject_prefix,
-            },
-        }
+            size=model.RunnerSize(
+                cpu=size.cpu,
+                memory_gb=size.memory_gb,
+                time_budget_min=size.time_budget_min,
+                source=size.source,
+                reason=size.reason,
+            ),
+            ladder=tuple(
+                model.PlanTier(name=t.name, cpu=t.cpu, memory_gb=t.memory_gb, disk_gb=t.disk_gb)
+                for t in self.ladder
+            ),
+            attempts=tuple(t.name for t in self.attempts),
+            max_oom_retries=oom.MAX_OOM_RETRIES,
+            cache=model.PlanCache(
+                mode=model.BuildMode(intent.cache.mode),
+                actor=intent.cache.actor,
+                disposition=model.SessionCacheDisposition(intent.cache.disposition),
+                imports=self.cache_refs.imports,
+                exports=self.cache_refs.exports,
+            ),
+            builder=intent.builder,
+            commands=commands,
+            events=model.PlanEvents(
+                nats_url=intent.events.nats_url, subject_prefix=intent.events.subject_prefix
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return model.unstructure(self.outcome())
+
+    @property
+    def runner_image(self) -> str | None:
+        """The runner image the build uses: the intent's, else the provider's default."""
+        if self.intent.runner.image:
+            return self.intent.runner.image
+        default = getattr(self.compute.settings, "image", None)
+        return default if isinstance(default, str) else None
 
 
 def _public_settings(settings: Any) -> dict[str, Any]:
@@ -137,17 +247,18 @@ def _public_settings(settings: Any) -> dict[str, Any]:
     return {k: ("***" if k in masked and v else v) for k, v in data.items()}
 
 
-def _image_name(intent: BuildIntent) -> str:
+def _image_name(intent: BuildView) -> str:
     return intent.image.repository.rsplit("/", 1)[-1]
 
 
 def make_plan(
-    intent: BuildIntent,
+    request: Request,
     host: PluginHost,
     secret_lookup: api.SecretLookup,
     *,
     session_id: str | None = None,
 ) -> Plan:
+    intent = BuildView.of(request)
     compute = host.compute_provider(intent.compute.provider, intent.compute.settings, secret_lookup)
     registry = host.registry(intent.registry.provider, intent.registry.settings, secret_lookup)
     if intent.image.registry != registry.host:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
-from lian_build import api, hookspecs
+from lian_build import api, hookspecs, model
 from lian_build.errors import InvalidInput, LianError, PluginError
 
 if TYPE_CHECKING:
@@ -44,12 +45,19 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "lian_build.builtin.nats",
 )
 
-# What each registration hook registers, and the attribute that names an item.
+# What each registration hook registers, the attribute that names an item, and the
+# base class every registered item must subclass (checked at load time).
 KINDS: dict[str, tuple[str, str]] = {
     "compute": ("lian_register_compute_providers", "name"),
     "registry": ("lian_register_registries", "name"),
     "builder": ("lian_register_builders", "name"),
     "secret": ("lian_register_secret_resolvers", "scheme"),
+}
+BASES: dict[str, type[Any]] = {
+    "compute": api.ComputeProvider,
+    "registry": api.RegistryProvider,
+    "builder": api.Builder,
+    "secret": api.SecretResolver,
 }
 
 
@@ -67,18 +75,25 @@ class PluginRecord:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return model.unstructure(self.outcome())
+
+    def outcome(self) -> model.PluginReport:
+        return model.PluginReport(
+            name=self.name,
+            distribution=self.distribution,
+            version=self.version,
+            builtin=self.builtin,
+            hooks=tuple(self.hooks),
+            provides={kind: tuple(keys) for kind, keys in self.provides.items()},
+            status=self.status,
+            error=self.error,
+        )
 
 
 @attrs.define
 class _Registration:
     item: Any
     plugin: PluginRecord
-
-
-def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
-    """Call one implementation; like pluggy, pass only the arguments it asks for."""
-    return impl.function(*(kwargs[name] for name in impl.argnames))
 
 
 def _identity(obj: object) -> object:
@@ -185,16 +200,35 @@ class PluginHost:
                 self.pm.unregister(obj)
             self._fail(record, "invalid hook implementation", exc)
 
+    def _each_plugin(self, hook_name: str) -> list[tuple[PluginRecord | None, str, Any]]:
+        """One hook caller per plugin implementing ``hook_name``.
+
+        Every call still goes through the plugin manager (``LIAN_TRACE_HOOKS`` traces it,
+        hookwrappers wrap it), but one plugin at a time, so a plugin that raises is
+        isolated: the others still run. Wrappers stay in every subset.
+        """
+        hook = getattr(self.pm.hook, hook_name)
+        impls = hook.get_hookimpls()
+        wrappers = {id(i.plugin) for i in impls if i.hookwrapper or i.wrapper}
+        callers = []
+        for impl in impls:
+            if id(impl.plugin) in wrappers:
+                continue
+            others = [
+                i.plugin for i in impls if i.plugin is not impl.plugin and id(i.plugin) not in wrappers
+            ]
+            caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+            callers.append((self._record_of.get(id(impl.plugin)), impl.plugin_name, caller))
+        return callers
+
     def _collect_registrations(self) -> None:
         for kind, (hook_name, _attr) in KINDS.items():
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                record = self._record_of.get(id(impl.plugin))
+            for record, _name, caller in self._each_plugin(hook_name):
                 if record is None or record.status != "loaded":
                     continue
                 items: list[Any] = []
                 try:
-                    _call(impl, register=items.append)
+                    caller(register=items.append)
                 except Exception as exc:
                     self._fail(record, f"{hook_name} raised", exc)
                     continue
@@ -203,6 +237,24 @@ class PluginHost:
 
     def _add(self, kind: str, item: Any, record: PluginRecord) -> None:
         attr = KINDS[kind][1]
+        base = BASES[kind]
+        hook_name = KINDS[kind][0]
+        if not (isinstance(item, type) and issubclass(item, base)):
+            what = item.__name__ if isinstance(item, type) else repr(item)
+            self._fail(
+                record,
+                f"{hook_name} registered {what}, which is not a {base.__name__} subclass",
+                TypeError(f"expected a subclass of lian_build.api.{base.__name__}"),
+            )
+            return
+        if inspect.isabstract(item):
+            missing = ", ".join(sorted(getattr(item, "__abstractmethods__", ())))
+            self._fail(
+                record,
+                f"{hook_name} registered {item.__name__}, which does not implement {missing}",
+                TypeError("abstract class"),
+            )
+            return
         key = getattr(item, attr, None)
         if not isinstance(key, str) or not key:
             self._fail(record, f"registered a {kind} without a {attr}", ValueError(repr(item)))
@@ -253,6 +305,18 @@ class PluginHost:
     def provider_class(self, kind: str, name: str, field: str) -> Any:
         return self._lookup(kind, name, field)
 
+    def settings_class(self, kind: str, name: str) -> Any:
+        """A provider's ``Settings`` attrs class, or None (unknown provider, no settings)."""
+        entry = self._registry[kind].get(name)
+        return getattr(entry.item, "Settings", None) if entry else None
+
+    def registry_defaults(self, name: str, host: str) -> Mapping[str, Any]:
+        """A registry plugin's settings defaults for an image's registry host."""
+        entry = self._registry["registry"].get(name)
+        if entry is None:
+            return {}
+        return dict(entry.item.defaults_for_image(host))
+
     def compute_provider(
         self, name: str, settings: Mapping[str, Any], secrets: api.SecretLookup
     ) -> api.ComputeProvider:
@@ -274,33 +338,48 @@ class PluginHost:
     # ------------------------------------------------------------------ hook facade
 
     def size(self, request: api.SizingRequest) -> api.RunnerSize:
-        size = self.pm.hook.lian_size_runner(request=request)
+        # firstresult: one pluggy call; a source that raises is a plugin error, named.
+        try:
+            size = self.pm.hook.lian_size_runner(request=request)
+        except LianError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"a sizing source failed: {type(exc).__name__}: {exc}", code="SIZING_FAILED"
+            ) from exc
         if size is None:
             raise PluginError("no sizing source answered", code="SIZING_UNANSWERED")
         return size  # type: ignore[no-any-return]
 
     def event_sinks(self, settings: api.EventSettings) -> list[api.EventSink]:
         sinks: list[api.EventSink] = []
-        for impl in self.pm.hook.lian_register_event_sinks.get_hookimpls():
+        for record, name, caller in self._each_plugin("lian_register_event_sinks"):
             try:
-                _call(impl, register=sinks.append, settings=settings)
+                caller(register=sinks.append, settings=settings)
             except Exception as exc:  # events are best effort: a broken sink never fails a build
-                record = self._record_of.get(id(impl.plugin))
-                name = record.name if record else impl.plugin_name
-                log.warning("plugin %s could not register its event sink: %s", name, exc)
+                log.warning(
+                    "plugin %s could not register its event sink: %s",
+                    record.name if record else name,
+                    exc,
+                )
         return sinks
 
     def record_metrics(self, metrics: api.BuildMetrics) -> None:
-        try:
-            self.pm.hook.lian_record_metrics(metrics=metrics)
-        except Exception as exc:  # recording is best effort: the build already finished
-            log.warning("recording build metrics failed: %s", exc)
+        # Each plugin on its own: one that raises cannot stop the built-in history.
+        for record, name, caller in self._each_plugin("lian_record_metrics"):
+            try:
+                caller(metrics=metrics)
+            except Exception as exc:  # recording is best effort: the build already finished
+                log.warning(
+                    "plugin %s failed to record build metrics: %s",
+                    record.name if record else name,
+                    exc,
+                )
 
     def register_commands(self, cli: typer.Typer) -> None:
-        for impl in self.pm.hook.lian_register_commands.get_hookimpls():
-            record = self._record_of.get(id(impl.plugin))
+        for record, _name, caller in self._each_plugin("lian_register_commands"):
             try:
-                _call(impl, cli=cli)
+                caller(cli=cli)
             except Exception as exc:
                 if record is not None:
                     self._fail(record, "lian_register_commands raised", exc)
@@ -311,9 +390,18 @@ class PluginHost:
     def conflicts(self) -> dict[str, list[str]]:
         return {f"{kind}:{key}": owners for (kind, key), owners in self._conflicts.items()}
 
+    def outcome(self) -> model.PluginsOutcome:
+        """What ``lian plugins --json`` prints (NCL ``PluginsOutcome``)."""
+        return model.PluginsOutcome(
+            plugins=tuple(r.outcome() for r in self.records),
+            conflicts={key: tuple(owners) for key, owners in self.conflicts().items()},
+        )
+
 
 def structure_settings(cls: Any, settings: Mapping[str, Any], prefix: str) -> Any:
-    """Build a provider's ``Settings`` attrs instance; unknown or wrong fields are named."""
+    """Build a provider's ``Settings`` attrs instance with the strict converter (the one
+    directives go through): unknown fields and wrong types are errors naming the field
+    (``registry.tls_verify: expected a boolean, got str``), never coerced."""
     settings_cls = getattr(cls, "Settings", None)
     if settings_cls is None:
         if settings:
@@ -322,34 +410,6 @@ def structure_settings(cls: Any, settings: Mapping[str, Any], prefix: str) -> An
                 field=prefix,
             )
         return None
-    import cattrs
-
-    converter = cattrs.Converter(forbid_extra_keys=True)
-    try:
-        return converter.structure(dict(settings), settings_cls)
-    except cattrs.ClassValidationError as exc:
-        inner = _first_lian_error(exc)
-        if inner is not None:
-            raise inner from None  # a settings validator's own error names its field
-        problems = cattrs.transform_error(exc, path=prefix)
-        raise InvalidInput(
-            f"invalid {prefix} settings for {cls.name!r}: " + "; ".join(problems),
-            field=prefix,
-            details={"problems": problems},
-        ) from None
-    except LianError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            f"invalid {prefix} settings for {cls.name!r}: {exc}", field=prefix
-        ) from None
-
-
-def _first_lian_error(exc: BaseException) -> LianError | None:
-    if isinstance(exc, LianError):
-        return exc
-    for sub in getattr(exc, "exceptions", ()):
-        found = _first_lian_error(sub)
-        if found is not None:
-            return found
-    return None
+    return model.structure(
+        dict(settings), settings_cls, what=f"{prefix} settings for {cls.name!r}", path=prefix
+    )

@@ -244,3 +244,51 @@ def build_arg(key: str, value: str, field: str = "build_args") -> tuple[str, str
             field=field,
         )
     return key, value
+
+
+# The same rules as schemas/rules.ncl SecretRef and Name, for flag input.
+_SECRET_REF_RE = re.compile(r"[a-z][a-z0-9+.-]*:.+", re.DOTALL)
+_PLUGIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def secret_ref(value: str, field: str = "secrets") -> str:
+    """``scheme:rest`` (env:NAME, file:/path, vault:...): a reference, never a value."""
+    if not _SECRET_REF_RE.fullmatch(value):
+        raise InvalidInput(
+            f"{field} must be a secret reference scheme:rest, e.g. env:NPM_TOKEN, "
+            f"file:/run/secrets/x or vault:ci/npm",
+            field=field,
+        )
+    return value
+
+
+def plugin_name(value: str, field: str) -> str:
+    if not _PLUGIN_NAME_RE.fullmatch(value):
+        raise InvalidInput(
+            f"{field} must be a plugin name: lowercase letters, digits, '_' and '-' "
+            f"(got {value!r})",
+            field=field,
+        )
+    return value
+
+
+def known_languages() -> tuple[str, ...]:
+    from lian_build.sizing import LANGUAGE_DEFAULTS
+
+    # The sizing table's languages, plus common ones that get the default size.
+    return tuple(sorted({*LANGUAGE_DEFAULTS, *GENERIC_LANGUAGES}))
+
+
+GENERIC_LANGUAGES = ("c", "cpp", "dotnet", "node", "php", "python", "ruby", "other")
+
+
+def language(value: str, field: str = "language") -> str:
+    """A language the sizing defaults know (case-insensitive)."""
+    known = known_languages()
+    if value.strip().lower() not in known:
+        raise InvalidInput(
+            f"unknown {field} {value!r}; known: {', '.join(known)}",
+            field=field,
+            details={"known": list(known)},
+        )
+    return value

@@ -54,6 +54,10 @@ class HarborImitation(OciFront):
         artifact = ARTIFACT_PATH.match(unquote(request.path))
         if artifact and request.method == "DELETE":
             return self._delete_artifact(artifact)
+        if request.path == "/api/v2.0/projects" and request.method == "HEAD":
+            # Harbor's documented existence check: 200 if the project exists, else 404.
+            exists = request.query.get("project_name") in self.projects
+            return Outgoing(200 if exists else 404)
         if request.path.startswith("/api/"):
             return oci_errors(404, "NOT_FOUND", "not found")
         match = REPO_PATH.match(request.path)

@@ -69,7 +69,22 @@ class HarborRegistry(DistributionRegistry):
                 code=ERROR,
                 details={"host": self.host, "status": response.status_code},
             )
-        super().check()
+        super().check()  # credentials first: an unauthorized client learns nothing more
+        # Harbor answers HEAD /projects?project_name=X with 200 or 404: a missing
+        # project would only show at push time, after a runner was paid for.
+        project = self.settings.project
+        found = self._api(
+            "HEAD",
+            f"/projects?project_name={quote(project, safe='')}",
+            f"look up project {project}",
+            ok=(200, 404),
+        )
+        if found.status_code == 404:
+            raise RegistryError(
+                f"registry {self.host}: Harbor project {project!r} does not exist",
+                code=ERROR,
+                details={"host": self.host, "project": project},
+            )
 
     def delete(self, reference: str) -> None:
         """Delete the artifact a tag or digest names, through Harbor's API."""
@@ -92,12 +107,15 @@ class HarborRegistry(DistributionRegistry):
 
     # ----------------------------------------------------------------- helpers
 
-    def _api(self, method: str, path: str, action: str) -> httpx.Response:
+    def _api(
+        self, method: str, path: str, action: str, ok: tuple[int, ...] = (200,)
+    ) -> httpx.Response:
         username = self.settings.username
         return api_request(
             method,
             f"{self.settings.url}/api/v2.0{path}",
             action=action,
+            ok=ok,
             auth=(username, self._secret()) if username else None,
             verify=self.tls_verify,
         )
