@@ -24,3 +24,18 @@ def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ.pop("LIAN_STATE_DIR", None)
     else:
         os.environ["LIAN_STATE_DIR"] = old
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every envelope the CLI tests saw must pass schemas/build_result.ncl."""
+    from lian_build.testing.cli import RECORDED, validate_envelopes
+
+    if not RECORDED or exitstatus != 0:
+        return
+    try:
+        validate_envelopes(RECORDED)
+    except Exception as exc:
+        session.exitstatus = 1
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"an envelope breaks schemas/build_result.ncl: {exc}", red=True)

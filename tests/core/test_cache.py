@@ -83,11 +83,10 @@ def test_a_bad_repository_mapping_is_caught():
         refs("ci", repository_for=lambda ns: ns)  # no registry host
 
 
-def test_the_actor_workspace_collision_is_avoided():
+def test_the_seed_layout_keeps_dashes_in_actor_ids():
+    # The seed's dev/<actor-id>-<workspace>/ layout, as documented: no escaping.
     a = refs("session", workspace="c", actor="a-b").exports
-    b = refs("session", workspace="b-c", actor="a").exports
-    assert a == (f"{HOST}/dev/a--b-c/api:buildcache",)
-    assert b == (f"{HOST}/dev/a-b-c/api:buildcache",)
+    assert a == (f"{HOST}/dev/a-b-c/api:buildcache",)
 
 
 @pytest.mark.parametrize(
@@ -186,34 +185,19 @@ def test_session_never_exports_ci_and_imports_dev_first(workspace, actor, image,
     assert "/ci/" not in result.exports[0]
 
 
-@given(a=st.tuples(names(), names()), b=st.tuples(names(), names()))
-def test_dev_owner_never_collides(a, b):
-    if a != b:
-        assert cache.dev_owner(*a) != cache.dev_owner(*b)
-
-
 @given(actor=names(), workspace=names())
-def test_dev_owner_round_trips_and_is_a_path_component(actor, workspace):
+def test_dev_owner_is_the_seed_layout_and_a_path_component(actor, workspace):
     owner = cache.dev_owner(actor, workspace)
-    assert cache.split_dev_owner(owner) == (actor, workspace)
+    assert owner == f"{actor}-{workspace}"
     assert PATH_COMPONENT.fullmatch(owner)
-    if "-" not in actor:
-        assert owner == f"{actor}-{workspace}"  # the seed's layout, unchanged
 
 
-@given(actor=names(), workspace=names())
-def test_every_other_split_of_the_same_text_gives_another_owner(actor, workspace):
-    # Re-split "<actor>-<workspace>" at every '-': each other valid pair must differ.
-    joined = f"{actor}-{workspace}"
-    owner = cache.dev_owner(actor, workspace)
-    for dash in (m.start() for m in re.finditer("-", joined)):
-        other = (joined[:dash], joined[dash + 1 :])
-        if other != (actor, workspace) and all(PATH_COMPONENT.fullmatch(p) for p in other):
-            assert cache.dev_owner(*other) != owner
-
-
-def test_split_dev_owner_rejects_a_component_without_a_boundary():
-    with pytest.raises(ValueError):
-        cache.split_dev_owner("alice")
-    with pytest.raises(ValueError):
-        cache.split_dev_owner("a--b")
+def test_actor_dashes_are_kept():
+    refs = cache.cache_refs(
+        mode="session",
+        workspace="web",
+        actor="bob-smith",
+        image_name="app",
+        repository_for=lambda ns: f"127.0.0.1:5000/{ns}",
+    )
+    assert refs.exports == ("127.0.0.1:5000/dev/bob-smith-web/app:buildcache",)

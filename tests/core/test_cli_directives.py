@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.cli import lian_envelope
+from lian_build.testing.cli import lian_envelope
 from lian_build.remote.ssh import generate_host_key
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

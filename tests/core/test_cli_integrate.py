@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.cli import lian_envelope
+from lian_build.testing.cli import lian_envelope
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_NOT_READY
 
 NPM_TOKEN = "npm-token-value-4f1c9e"

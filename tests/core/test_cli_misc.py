@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.cli import lian_process
+from lian_build.testing.cli import lian_process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 COMMANDS = ("build", "plan", "integrate", "plugins", "reap")

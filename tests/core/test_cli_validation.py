@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from fixtures.cli import CliRun, lian_envelope
+from lian_build.testing.cli import CliRun, lian_envelope
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_PLUGIN
 from lian_build.remote.ssh import generate_host_key
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from lian_build.builtin.secrets import EnvSecretResolver, FileSecretResolver
-from lian_build.errors import Cancelled, SecretError, TimeBudgetExceeded
+from lian_build.errors import BuildFailed, Cancelled, SecretError, TimeBudgetExceeded
 from lian_build.lifecycle import Lifecycle
 from lian_build.pipeline import parse_cgroup_report
 from lian_build.secrets import SecretStore
@@ -83,3 +84,42 @@ def test_cgroup_report_parsing():
     r = parse_cgroup_report(v2)
     assert (r.oom_kills, r.peak_bytes, r.cpu_seconds) == (1, 1024, 2.5)
     assert parse_cgroup_report("").oom_kills is None
+
+
+@pytest.mark.parametrize("build_fails", [False, True])
+def test_secrets_and_credentials_leave_the_runner_when_the_build_step_ends(tmp_path, build_fails):
+    from core.localremote import LocalRemote
+
+    from lian_build.api import RegistryAuth
+    from lian_build.pipeline import runner_credentials
+    from lian_build.plan import RemotePaths
+
+    work = tmp_path / "lian-s1"
+    paths = RemotePaths(
+        work_dir=str(work), context_dir=str(work / "context"), secrets_dir=str(work / "secrets")
+    )
+    for folder in (work, work / "context", work / "secrets"):
+        folder.mkdir()
+    (work / "context" / "Dockerfile").write_text("FROM scratch\n")
+    remote = LocalRemote()
+    auth = RegistryAuth(registry="127.0.0.1:5000", username="u", password="registry-pw-7e1")
+    seen = []
+
+    def build_step():
+        with runner_credentials(remote, paths, auth, {"npm": "npm-token-9c2"}) as config:
+            seen.append((work / "secrets" / "npm").read_text())
+            seen.append((Path(config) / "config.json").read_text())
+            if build_fails:
+                raise BuildFailed("exit 1")
+
+    if build_fails:
+        with pytest.raises(BuildFailed):
+            build_step()
+    else:
+        build_step()
+    assert seen[0] == "npm-token-9c2" and "auths" in seen[1]  # present during the build
+    leftovers = [p for p in work.rglob("*") if p.is_file()]
+    assert leftovers == [work / "context" / "Dockerfile"]  # the context stays until teardown
+    for path in work.rglob("*"):
+        if path.is_file():
+            assert b"npm-token-9c2" not in path.read_bytes()

@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from lian_build.testing.cli import RECORDED
+
 
 @attrs.frozen
 class LianRun:
@@ -33,7 +35,9 @@ def lian(args: list[str], *, env: dict[str, str] | None = None, timeout: float =
     assert len(lines) == 1, (
         f"expected exactly one envelope line on stdout, got {proc.stdout!r}\n{proc.stderr}"
     )
-    return LianRun(proc.returncode, json.loads(lines[0]), proc.stderr, proc.stdout)
+    envelope = json.loads(lines[0])
+    RECORDED.append(envelope)  # checked against the contract at the end of the session
+    return LianRun(proc.returncode, envelope, proc.stderr, proc.stdout)
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e.helpers import E2E, BackgroundBuild, lian
+from lian_build.testing.cli import validate_envelopes
 
 ACCEPT = ", ".join(
     [
@@ -63,7 +64,11 @@ def test_build_push_and_digest_matches_registry(e2e, tmp_path, workspace):
     assert run.returncode == 0, run.stderr
     env = run.envelope
     assert env["status"] == "ok" and env["command"] == "build"
+    # The success envelope as printed passes the shipped contract, checked by Nickel.
+    validate_envelopes([env])
     result = env["result"]
+    assert result["cache"]["mode"] == "ci" and result["duration_s"] > 0
+    assert result["size"]["reason"]
     digest, _ = _manifest(e2e, f"apps/{workspace}", "1.0")
     assert result["digest"] == digest
     assert _manifest(e2e, f"apps/{workspace}", "latest")[0] == digest
@@ -188,7 +193,7 @@ def test_metacharacters_arrive_literally(e2e, tmp_path, workspace):
     bad = lian(e2e.flags(workspace, ctx, image, "--tag", "x;rm -rf /"))
     assert bad.returncode == 2
     assert bad.envelope["error"]["code"] == "INVALID_INPUT"
-    assert bad.envelope["error"]["field"] == "tags"
+    assert bad.envelope["error"]["field"] == "artifact.tags"
     assert not e2e.runners(workspace=workspace)
 
 

@@ -384,3 +384,50 @@ class Register(Protocol):
     """The callback registration hooks receive: ``register(SomeProviderClass)``."""
 
     def __call__(self, item: Any) -> None: ...
+
+
+# --------------------------------------------------------------------------- helpers
+# For plugin authors. Each imports what it needs when called, so importing this module
+# stays cheap.
+
+
+def state_dir() -> Path:
+    """Where lian keeps state on this machine (build history, a plugin's own files):
+    ``$LIAN_STATE_DIR``, else ``$XDG_STATE_HOME/lian``, else ``~/.local/state/lian``.
+    A plugin keeps its files in a subfolder named after itself."""
+    from lian_build.history import state_dir as _state_dir
+
+    return _state_dir()
+
+
+def connect_ssh(
+    runner: Runner,
+    private_key: Path,
+    *,
+    wait_timeout_s: float = 180.0,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """An SSH ``Remote`` to a runner, for a provider that prepares its host itself
+    (install a tool, warm a cache) before the core takes over.
+
+    The host key is pinned: ``runner.host_public_key`` must be the key the host
+    presents (no trust on first use). Returns a ``lian_build.remote.ssh.SSHRemote``
+    (``run``, ``read_file``, ``write_file``, ``close``; a context manager)."""
+    from lian_build.remote.ssh import SSHRemote, read_private_key
+
+    return SSHRemote.connect(
+        runner, read_private_key(private_key), wait_timeout_s=wait_timeout_s, log=log or _quiet
+    )
+
+
+def _quiet(_line: str) -> None:
+    return None
+
+
+def run_command(command: str, body: Callable[[], Any]) -> None:
+    """Run a plugin's CLI command the way the core runs its own: ``body`` returns the
+    result (a mapping or an attrs record); exactly one envelope is printed on stdout,
+    a ``LianError`` becomes an error envelope with its documented exit code."""
+    from lian_build.envelope import run_enveloped
+
+    run_enveloped(command, lambda _envelope: body())

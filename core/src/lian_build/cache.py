@@ -8,17 +8,15 @@ Two layers live in the registry:
 CI imports and exports ``ci/`` only (it never imports ``dev/``). A session imports its
 own ``dev/`` layer first, then ``ci/``, and exports to its ``dev/`` layer only.
 
-Keeping ``<actor>-<workspace>`` unambiguous: both names may contain '-', so actor
-"a-b" with workspace "c" and actor "a" with workspace "b-c" would both give "a-b-c".
-``dev_owner`` therefore doubles every '-' in the actor ("a--b-c" vs "a-b-c"): every
-dash run from the actor has even length and the joining dash is a run of exactly one,
-so the first odd-length run is always the boundary (``split_dev_owner``). Actors
-without a '-' get exactly ``<actor>-<workspace>``.
+The dev layer keeps the seed's layout exactly: ``dev/<actor-id>-<workspace>/``, dashes
+in actor ids kept as they are (``--actor bob-smith`` -> ``dev/bob-smith-web/``). The
+text alone does not say where the actor ends (actor "a-b" in workspace "c" and actor
+"a" in workspace "b-c" share ``dev/a-b-c``); session caches are a speed-up for one
+developer, never a trust boundary, and CI never reads dev/.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import attrs
@@ -32,8 +30,6 @@ MODES = ("ci", "session")
 DEFAULT_TAG = "buildcache"
 VIOLATION_CODE = "CACHE_NAMESPACE_VIOLATION"
 
-_DASH_RUN = re.compile(r"-+")
-
 
 @attrs.frozen
 class CacheRefs:
@@ -44,18 +40,8 @@ class CacheRefs:
 
 
 def dev_owner(actor: str, workspace: str) -> str:
-    """The ``<actor>-<workspace>`` path component, injective over (actor, workspace)."""
-    return f"{actor.replace('-', '--')}-{workspace}"
-
-
-def split_dev_owner(owner: str) -> tuple[str, str]:
-    """Invert ``dev_owner``: split at the first odd-length run of '-'."""
-    for run in _DASH_RUN.finditer(owner):
-        if len(run.group()) % 2 == 1:
-            # The joining dash is the last one of the run; the rest belong to the actor.
-            boundary = run.end() - 1
-            return owner[:boundary].replace("--", "-"), owner[boundary + 1 :]
-    raise ValueError(f"{owner!r} is not an <actor>-<workspace> component")
+    """The ``<actor>-<workspace>`` path component of a session's dev/ layer (seed layout)."""
+    return f"{actor}-{workspace}"
 
 
 def _check_mode(mode: str) -> None:

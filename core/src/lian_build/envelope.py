@@ -37,7 +37,9 @@ def result_of(
     """The typed envelope for an outcome, or for an error with what was reached."""
     if error is None:
         return model.BuildResult(command=command, status=model.BuildStatus.OK, result=outcome)
-    status = model.BuildStatus.CANCELLED if isinstance(error, Cancelled) else model.BuildStatus.ERROR
+    status = (
+        model.BuildStatus.CANCELLED if isinstance(error, Cancelled) else model.BuildStatus.ERROR
+    )
     return model.BuildResult(
         command=command,
         status=status,

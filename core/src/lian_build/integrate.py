@@ -16,7 +16,7 @@ Context shape (all but ``workspace`` optional)::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -66,9 +66,7 @@ def _depth_ok(text: str) -> bool:
 
 def parse_context(text: str) -> SecretDeliveryContext:
     if not _depth_ok(text):
-        raise InvalidInput(
-            f"stdin nests JSON deeper than {MAX_JSON_DEPTH} levels", field="context"
-        )
+        raise InvalidInput(f"stdin nests JSON deeper than {MAX_JSON_DEPTH} levels", field="context")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

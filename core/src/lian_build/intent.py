@@ -98,9 +98,7 @@ BUILD_FLAGS: tuple[Flag, ...] = (
         panel=PROVIDER_PANEL,
         many=True,
     ),
-    Flag(
-        "builder", "auto (default), buildkit, buildah, or a plugin's.", "builder", PROVIDER_PANEL
-    ),
+    Flag("builder", "auto (default), buildkit, buildah, or a plugin's.", "builder", PROVIDER_PANEL),
     Flag(
         "runner_image",
         "Runner image / template.",
@@ -110,7 +108,9 @@ BUILD_FLAGS: tuple[Flag, ...] = (
     ),
     Flag("tier", "Start at this tier of the provider's ladder.", "runner.tier", PROVIDER_PANEL),
     Flag("nats_url", "Publish lifecycle events here.", "events.url", EVENTS_PANEL, env="NATS_URL"),
-    Flag("nats_nkey_seed", "NATS nkey seed.", None, EVENTS_PANEL, env="NATS_NKEY_SEED", secret=True),
+    Flag(
+        "nats_nkey_seed", "NATS nkey seed.", None, EVENTS_PANEL, env="NATS_NKEY_SEED", secret=True
+    ),
     Flag(
         "nats_subject_prefix",
         "Subject prefix (default lian).",
@@ -190,7 +190,9 @@ def _flag_value(kind: Any, values: list[str], field: str) -> Any:
     return _scalar(kind, values[0], field)
 
 
-def provider_settings(settings_cls: Any, items: Sequence[str], flag: str, prefix: str) -> dict[str, Any]:
+def provider_settings(
+    settings_cls: Any, items: Sequence[str], flag: str, prefix: str
+) -> dict[str, Any]:
     """``--compute-opt``/``--registry-opt`` items, typed by the provider's Settings fields.
 
     A list field takes a comma list or repeated flags; an unknown key is left as text
@@ -237,15 +239,13 @@ def flags_to_directives(
         "registry": {"provider": values.get("registry") or DEFAULT_REGISTRY},
     }
     for flag in BUILD_FLAGS:
-        value = values.get(flag.name)
+        value: Any = values.get(flag.name)
         if flag.target is None or not _given(value):
             continue
         if flag.name == "build_arg":
             value = key_values(value, "build-arg", "build_args")
         elif flag.name == "secret":
-            value = [
-                {"id": k, "ref": v} for k, v in key_values(value, "secret", "secrets").items()
-            ]
+            value = [{"id": k, "ref": v} for k, v in key_values(value, "secret", "secrets").items()]
         elif flag.name == "platforms":
             value = list(validate.platforms(value))
         elif flag.name in ("compute_opt", "registry_opt"):

@@ -489,6 +489,7 @@ def _strict_collection_factory(cls: Any, conv: Any) -> Callable[[Any, Any], Any]
     characters, an object is not a list of its keys."""
     origin = typing.get_origin(cls) or cls
     mapping = isinstance(origin, type) and issubclass(origin, Mapping)
+    inner: Callable[..., Any]
     if mapping:
         inner = cattrs.cols.mapping_structure_factory(cls, conv)
     elif origin is tuple:

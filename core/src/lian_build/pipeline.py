@@ -8,10 +8,11 @@ its session label and destroyed too.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,7 +28,7 @@ from lian_build.errors import (
 )
 from lian_build.events import EventBus
 from lian_build.lifecycle import Lifecycle
-from lian_build.plan import Plan
+from lian_build.plan import Plan, RemotePaths
 from lian_build.plugins import PluginHost
 from lian_build.progress import Progress
 from lian_build.secrets import SecretStore
@@ -105,18 +106,33 @@ def parse_cgroup_report(text: str) -> CgroupReading:
     return CgroupReading(oom_kills=kills, peak_bytes=number("peak"), cpu_seconds=cpu_s)
 
 
-def remove_credentials(remote: api.Remote, secrets_dir: str, docker_config: str | None) -> None:
-    """Delete the build secrets and the registry credentials (DOCKER_CONFIG) on the runner."""
-    from lian_build.remote.dockerconfig import remove_docker_config
+@contextlib.contextmanager
+def runner_credentials(
+    remote: api.Remote,
+    paths: RemotePaths,
+    auth: api.RegistryAuth | None,
+    build_secrets: Mapping[str, str],
+) -> Iterator[str]:
+    """Put the registry credentials (a DOCKER_CONFIG dir, yielded) and the build secrets
+    on the runner for the build step only: both are removed when it ends, success or
+    failure, so a long-lived host keeps nothing (the context goes at teardown)."""
+    from lian_build.remote.dockerconfig import install_docker_config, remove_docker_config
 
+    docker_config: str | None = None
     try:
-        result = remote.run(["rm", "-rf", "--", secrets_dir], timeout=30)
-        if result.exit_code != 0:
-            log.warning("removing secrets from the runner failed: %s", result.stderr.strip())
-        if docker_config is not None:
-            remove_docker_config(remote, docker_config)
-    except Exception as exc:  # teardown removes the whole work dir next anyway
-        log.warning("removing credentials from the runner failed: %s", exc)
+        docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
+        for sid, value in build_secrets.items():
+            remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
+        yield docker_config
+    finally:
+        try:
+            removed = remote.run(["rm", "-rf", "--", paths.secrets_dir], timeout=30)
+            if removed.exit_code != 0:
+                log.warning("removing secrets from the runner failed: %s", removed.stderr.strip())
+            if docker_config is not None:
+                remove_docker_config(remote, docker_config)
+        except Exception as exc:  # teardown removes the whole work dir next anyway
+            log.warning("removing credentials from the runner failed: %s", exc)
 
 
 def read_cgroup(remote: api.Remote) -> CgroupReading:
@@ -386,7 +402,6 @@ class BuildPipeline:
         build_secrets: Mapping[str, str],
     ) -> tuple[api.BuildOutcome, str]:
         from lian_build.builders import select_builder
-        from lian_build.remote.dockerconfig import install_docker_config
         from lian_build.remote.sync import sync_context
 
         plan = self.plan
@@ -403,21 +418,13 @@ class BuildPipeline:
                 dockerfile=plan.intent.dockerfile,
             )
         attempt.sync = attrs.asdict(stats)
-        docker_config: str | None = None
-        try:
-            docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
-            for sid, value in build_secrets.items():
-                remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
+        with runner_credentials(remote, paths, auth, build_secrets) as docker_config:
             builder = select_builder(plan.intent.builder, plan.builders, remote)
             job = plan.job(docker_config_dir=docker_config)
             attempt.before = read_cgroup(remote)
             with self.progress.phase("build", f"{builder.name} on {attempt.tier.name}"):
                 outcome = builder.build(job, remote, self.progress.line)
             attempt.after = read_cgroup(remote)
-        finally:
-            # A long-lived host keeps nothing: secrets and registry credentials go as soon
-            # as the build step ends, success or failure (the context goes at teardown).
-            remove_credentials(remote, paths.secrets_dir, docker_config)
         return outcome, builder.name
 
     def _teardown(

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import secrets as _random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
-
-from pathlib import Path
 
 from lian_build import api, cache, model, oom, sizing, validate
 from lian_build.errors import InvalidInput

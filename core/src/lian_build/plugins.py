@@ -215,7 +215,9 @@ class PluginHost:
             if id(impl.plugin) in wrappers:
                 continue
             others = [
-                i.plugin for i in impls if i.plugin is not impl.plugin and id(i.plugin) not in wrappers
+                i.plugin
+                for i in impls
+                if i.plugin is not impl.plugin and id(i.plugin) not in wrappers
             ]
             caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
             callers.append((self._record_of.get(id(impl.plugin)), impl.plugin_name, caller))

@@ -3,6 +3,7 @@ manifests pushed through the imitation land in the real registry."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ from plugins.harbor.harbor_imitation import HarborImitation
 from fixtures.oci_content import PushedImage, push_image, tag_image
 from fixtures.plugin_checks import assert_import_leaves_out, assert_registers_registry
 from lian_build import api
-from lian_build.errors import InvalidInput, RegistryError
+from lian_build.errors import InvalidInput, ProbeFailed, RegistryError
 from lian_build.oci import OciClient
 from lian_harbor import plugin
 from lian_harbor.registry import HarborRegistry, HarborSettings
@@ -163,3 +164,42 @@ def test_delete_by_digest(harbor, oci_registry):
 def test_delete_outside_the_project_is_rejected(harbor):
     with pytest.raises(InvalidInput):
         provider(harbor.url).delete(f"{harbor.host}/other/app:v1")
+
+
+def test_check_fails_for_a_project_that_does_not_exist(harbor, monkeypatch):
+    settings = HarborSettings(
+        url=harbor.url, project="nosuchproject", username=ROBOT, password_ref="env:HARBOR_SECRET"
+    )
+    registry = HarborRegistry(settings, {"env:HARBOR_SECRET": SECRET}.__getitem__)
+    with pytest.raises(RegistryError) as info:
+        registry.check()
+    assert "nosuchproject" in info.value.message and "does not exist" in info.value.message
+    provider(harbor.url).check()  # the existing project passes
+
+
+def test_integrate_is_not_ready_for_a_missing_project(harbor, tmp_path, monkeypatch):
+    from lian_build.integrate import parse_context, probe
+    from lian_build.plugins import PluginHost
+    from lian_build.secrets import SecretStore
+
+    monkeypatch.setenv("LIAN_T_HARBOR_SECRET", SECRET)
+    host = PluginHost.load()
+    context = parse_context(
+        json.dumps(
+            {
+                "workspace": "web",
+                "registry": {
+                    "provider": "harbor",
+                    "url": harbor.url,
+                    "project": "nosuchproject",
+                    "username": ROBOT,
+                    "password_ref": "env:LIAN_T_HARBOR_SECRET",
+                },
+            }
+        )
+    )
+    with pytest.raises(ProbeFailed) as info:
+        probe(context, host, SecretStore(host.secret_resolvers()))
+    checks = {c.name: c for c in info.value.outcome.checks}
+    assert checks["registry"].ok is False
+    assert "nosuchproject" in checks["registry"].message

@@ -6,19 +6,18 @@ Progress goes to stderr; stdout gets one JSON line (the envelope) per invocation
 from __future__ import annotations
 
 import enum
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from lian_build.errors import LianError, ProvisionError
+from lian_build.api import run_command
+from lian_build.errors import ProvisionError
 from lian_docker_local.engine import connect, missing_image_error
 
-ENVELOPE_VERSION = "1"
 # Each tool is reported as name=path (empty when absent). sshd is checked at the path
 # the provider starts it from.
 _PROBE_SCRIPT = r"""
@@ -65,30 +64,31 @@ def build(
 ) -> None:
     """Build a runner image from a recipe, streaming the build output to stderr."""
     image = tag or f"lian-runner:{recipe.value}"
-    command_name = "runner-image build"
-    env = dict(os.environ)
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
-    if recipe is Recipe.debian:
-        argv = ["bash", str(recipes_dir() / "debian" / "build.sh"), image]
-        if mirror:
-            env["LIAN_DEBIAN_MIRROR"] = mirror
-    else:
-        argv = [env.get("DOCKER", "docker"), "build", "-t", image, str(recipes_dir() / "buildkit")]
-    try:
-        exit_code = _stream(argv, env)
-    except OSError as exc:
-        _fail(command_name, ProvisionError(f"could not run the {recipe.value} recipe: {exc}"))
-    if exit_code != 0:
-        _fail(
-            command_name,
-            ProvisionError(
+
+    def body() -> dict[str, Any]:
+        env = dict(os.environ)
+        if docker_host:
+            env["DOCKER_HOST"] = docker_host
+        if recipe is Recipe.debian:
+            argv = ["bash", str(recipes_dir() / "debian" / "build.sh"), image]
+            if mirror:
+                env["LIAN_DEBIAN_MIRROR"] = mirror
+        else:
+            docker = env.get("DOCKER", "docker")
+            argv = [docker, "build", "-t", image, str(recipes_dir() / "buildkit")]
+        try:
+            exit_code = _stream(argv, env)
+        except OSError as exc:
+            raise ProvisionError(f"could not run the {recipe.value} recipe: {exc}") from None
+        if exit_code != 0:
+            raise ProvisionError(
                 f"the {recipe.value} runner recipe failed with exit code {exit_code}"
                 " (its output is above)",
                 details={"recipe": recipe.value, "image": image},
-            ),
-        )
-    _emit(command_name, "ok", {"result": {"image": image, "recipe": recipe.value}})
+            )
+        return {"image": image, "recipe": recipe.value}
+
+    run_command("runner-image build", body)
 
 
 def check(
@@ -98,20 +98,17 @@ def check(
     ] = None,
 ) -> None:
     """Check that a runner image exists and has sshd, rsync, a builder and a shell."""
-    command_name = "runner-image check"
-    try:
+
+    def body() -> dict[str, Any]:
         result = _check_image(tag, docker_host)
-    except LianError as exc:
-        _fail(command_name, exc)
-    if result["problems"]:
-        _fail(
-            command_name,
-            ProvisionError(
+        if result["problems"]:
+            raise ProvisionError(
                 f"runner image {tag!r} is not usable: {'; '.join(result['problems'])}",
                 details=result,
-            ),
-        )
-    _emit(command_name, "ok", {"result": result})
+            )
+        return result
+
+    run_command("runner-image check", body)
 
 
 def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:
@@ -164,15 +161,3 @@ def _stream(argv: list[str], env: dict[str, str]) -> int:
             sys.stderr.write(line)
             sys.stderr.flush()
     return proc.returncode
-
-
-def _emit(command_name: str, status: str, body: dict[str, Any]) -> None:
-    envelope = {"lian": ENVELOPE_VERSION, "command": command_name, "status": status, **body}
-    sys.stdout.write(json.dumps(envelope) + "\n")
-    sys.stdout.flush()
-
-
-def _fail(command_name: str, error: LianError) -> NoReturn:
-    sys.stderr.write(f"error: {error.message}\n")
-    _emit(command_name, "error", {"error": error.to_dict()})
-    raise typer.Exit(error.exit_code)
