@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from lian_build.testing.cli import lian_envelope
 from lian_build.remote.ssh import generate_host_key
+from lian_build.testing.cli import lian_envelope
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Ask every library that honours these for colour: the envelope and stderr must stay plain.

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from lian_build.testing.cli import lian_envelope
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_NOT_READY
+from lian_build.testing.cli import lian_envelope
 
 NPM_TOKEN = "npm-token-value-4f1c9e"
 

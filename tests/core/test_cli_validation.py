@@ -10,9 +10,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-from lian_build.testing.cli import CliRun, lian_envelope
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_PLUGIN
 from lian_build.remote.ssh import generate_host_key
+from lian_build.testing.cli import CliRun, lian_envelope
 
 IMAGE = "127.0.0.1:5000/web:1"
 

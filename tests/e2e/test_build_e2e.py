@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e.helpers import E2E, BackgroundBuild, lian
+
 from lian_build.testing.cli import validate_envelopes
 
 ACCEPT = ", ".join(
