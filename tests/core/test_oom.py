@@ -99,22 +99,6 @@ CGROUP_V2_EVENTS = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n
 CGROUP_V1_OOM_CONTROL = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"
 
 
-def test_parse_cgroup_oom():
-    assert oom.parse_cgroup_oom(CGROUP_V2_EVENTS) == 1
-    assert oom.parse_cgroup_oom(CGROUP_V1_OOM_CONTROL) == 3
-    assert oom.parse_cgroup_oom("oom_kill_disable 0\nunder_oom 0\n") is None  # old kernel
-    assert oom.parse_cgroup_oom("oom_group_kill 4\n") is None
-    assert oom.parse_cgroup_oom("") is None
-
-
-def test_parse_peak_memory():
-    assert oom.parse_peak_memory("314572800\n") == 314572800
-    assert oom.parse_peak_memory("  42 ") == 42
-    assert oom.parse_peak_memory("max") is None
-    assert oom.parse_peak_memory("") is None
-    assert oom.parse_peak_memory("-1") is None
-
-
 # ----------------------------------------------------------------- the ladder
 
 

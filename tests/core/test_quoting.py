@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lian_build.errors import InvalidInput
-from lian_build.remote.quoting import join, redact, with_env
+from lian_build.remote.quoting import join, with_env
 
 # Any text an argv element can hold: no NUL (exec forbids it), no lone surrogates.
 _ARG_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"))
@@ -64,19 +64,3 @@ def test_with_env_rejects_bad_names(name: str) -> None:
 def test_join_refuses_a_bare_string() -> None:
     with pytest.raises(TypeError):
         join("echo hi")  # type: ignore[arg-type]
-
-
-def test_redact_replaces_every_occurrence_longest_first() -> None:
-    argv = ["--password=hunter2", "user:hunter2@host", "plain", "hunter2-extra"]
-    assert redact(argv, ["hunter2", "hunter2-extra", ""]) == [
-        "--password=***",
-        "user:***@host",
-        "plain",
-        "***",
-    ]
-
-
-def test_redact_with_no_secrets_copies() -> None:
-    argv = ["a", "b"]
-    out = redact(argv, [])
-    assert out == argv and out is not argv

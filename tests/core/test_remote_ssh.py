@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fixtures.ports import free_port
 from fixtures.sshd import SshdServer, make_keys, run_sshd, start_sshd, stop_sshd
 from lian_build import api
-from lian_build.errors import Cancelled, InvalidInput, RemoteError, TimeBudgetExceeded
+from lian_build.errors import InvalidInput, RemoteError, TimeBudgetExceeded
 from lian_build.remote import ssh
 from lian_build.remote.ssh import SSHRemote, generate_host_key, read_private_key
 
@@ -279,23 +278,6 @@ def test_timeout_raises_and_the_connection_stays_usable(remote: SSHRemote) -> No
     with pytest.raises(TimeBudgetExceeded):
         remote.run(["sleep", "30"], timeout=0.5)
     assert remote.run(["echo", "still here"]).stdout == "still here\n"
-
-
-def test_cancel_from_another_thread(remote: SSHRemote) -> None:
-    cancellers: list[threading.Thread] = []
-
-    def cancel_when_started(line: str) -> None:
-        if line == "started":
-            cancellers.append(threading.Thread(target=remote.cancel))
-            cancellers[0].start()
-
-    with pytest.raises(Cancelled):
-        remote.run(
-            ["sh", "-c", "echo started; sleep 30"], on_output=cancel_when_started, timeout=20
-        )
-    cancellers[0].join()
-    with pytest.raises(Cancelled):
-        remote.run(["true"])
 
 
 def _sshd_ancestors(pid: int, listener: int) -> list[int]:

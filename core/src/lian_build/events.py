@@ -27,7 +27,6 @@ class EventBus:
         self.workspace = workspace
         self.session_id = session_id
         self._redact = redact
-        self.emitted: list[api.BuildEvent] = []
 
     def emit(self, kind: str, data: Mapping[str, Any] | None = None) -> None:
         clean = {k: self._clean(v) for k, v in (data or {}).items()}
@@ -38,7 +37,6 @@ class EventBus:
             timestamp=dt.datetime.now(dt.UTC),
             data=clean,
         )
-        self.emitted.append(event)
         for sink in list(self._sinks):
             try:
                 sink.emit(event)

@@ -92,7 +92,3 @@ class Lifecycle:
         if not self._shield_depth and self._pending is not None:
             pending, self._pending = self._pending, None
             raise pending
-
-    def disarm_budget(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.setitimer(signal.ITIMER_REAL, 0)

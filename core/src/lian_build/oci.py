@@ -45,7 +45,6 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCK
 MAX_PAGES = 10_000
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -53,28 +52,17 @@ _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 
 def parse_reference(reference: str) -> tuple[str, str, str]:
     """Split ``host[:port]/repo[:tag|@digest]`` into ``(host, repo, ref)``; ref defaults
-    to ``latest``. Only the shape is checked here; ``lian_build.validate`` owns the rules."""
-    host, slash, rest = reference.partition("/")
-    if not slash or not rest or not ("." in host or ":" in host or host == "localhost"):
-        raise InvalidInput(
-            f"image reference {reference!r} must start with a registry host "
-            "(host[:port]/repository[:tag])",
-            field="reference",
-        )
-    repo, at, ref = rest.partition("@")
-    tag_colon = repo.rfind(":")
-    if tag_colon > repo.rfind("/"):
-        repo, tag = repo[:tag_colon], repo[tag_colon + 1 :]
-        ref = ref if at else tag
-    elif not at:
-        ref = "latest"
-    if not repo or not ref:
-        raise InvalidInput(f"image reference {reference!r} has an empty part", field="reference")
-    return host, repo, ref
+    to ``latest``. Parsed by ``validate.image_reference``, the core's one parser."""
+    from lian_build import validate
+
+    parsed = validate.image_reference(reference, field="reference")
+    return parsed.registry, parsed.repository, parsed.digest or parsed.tag or "latest"
 
 
 def is_digest(reference: str) -> bool:
-    return bool(_DIGEST.match(reference))
+    from lian_build import validate
+
+    return validate.is_digest(reference)
 
 
 def local_repository(host: str, repository: str) -> str:
@@ -301,10 +289,6 @@ class OciClient:
             self._paged(f"/v2/{repository}/tags/list", "tags", pull_scope(repository), page_size)
         )
 
-    def catalog(self, *, page_size: int | None = None) -> list[str]:
-        """Every repository the credentials may see (``/v2/_catalog``)."""
-        return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", page_size))
-
     def delete(self, repository: str, reference: str, *, missing_ok: bool = False) -> None:
         """Delete a manifest. A tag is resolved to its digest first: registries delete
         by digest only, which removes every tag pointing at it."""
@@ -318,15 +302,6 @@ class OciClient:
         if response.status_code in (200, 202) or (response.status_code == 404 and missing_ok):
             return
         raise self._error(response, f"DELETE {path}")
-
-    def has_extension(self, path: str) -> bool:
-        """Whether the registry serves ``path`` (any answer but 404 counts)."""
-        response = self._send("GET", path, scope=None)
-        if response.status_code == 404:
-            return False
-        if response.status_code == 403 or response.status_code >= 500:
-            raise self._error(response, f"GET {path}")
-        return True
 
     # ----------------------------------------------------------------- plumbing
 

@@ -92,22 +92,6 @@ def classify(
 # ----------------------------------------------------------------- cgroup files
 
 
-def parse_cgroup_oom(memory_events_or_oom_control: str) -> int | None:
-    """The ``oom_kill N`` counter from cgroup v2 ``memory.events`` or v1
-    ``memory.oom_control``; None when the file has no such line (old kernels)."""
-    for line in memory_events_or_oom_control.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == "oom_kill" and parts[1].isdigit():
-            return int(parts[1])
-    return None
-
-
-def parse_peak_memory(text: str) -> int | None:
-    """Bytes from v2 ``memory.peak`` or v1 ``memory.max_usage_in_bytes``; None if unreadable."""
-    stripped = text.strip()
-    return int(stripped) if stripped.isdigit() else None
-
-
 # ----------------------------------------------------------------- the ladder
 
 

@@ -125,6 +125,15 @@ def image_reference(value: str, field: str = "image") -> ImageRef:
     return ImageRef(registry=first, repository=remote, tag=tag_or_none, digest=digest_or_none)
 
 
+def is_digest(value: str) -> bool:
+    """Whether ``value`` is a digest (``sha256:<64 hex>``): the one digest rule."""
+    try:
+        _check_digest(value, "digest", value)
+    except InvalidInput:
+        return False
+    return True
+
+
 def _check_digest(digest: str, field: str, value: str) -> None:
     if not _DIGEST_RE.fullmatch(digest):
         raise InvalidInput(

@@ -158,9 +158,3 @@ def test_delete_removes_the_manifest(oci_registry):
     registry.delete(reference)
     assert registry.manifest_digest(reference) is None
     assert registry.list_tags(image.repository) == []
-
-
-def test_capabilities_are_empty_on_plain_distribution(oci_registry, oci_registry_auth):
-    assert zot(oci_registry.url).capabilities() == set()
-    registry, _ = auth_zot(oci_registry_auth)
-    assert registry.capabilities() == set()

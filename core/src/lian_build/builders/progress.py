@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from lian_build.validate import is_digest
+
 if TYPE_CHECKING:
     from lian_build.api import CommandResult, Remote
 
 TAIL_LINES = 50
 
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # A Dockerfile instruction vertex: "[2/3] RUN ...", "[builder 1/4] FROM ...",
 # "[linux/amd64 build 2/5] COPY ...". Internal vertexes ("[internal] load ...",
 # "exporting to image", "importing cache manifest ...") are not steps.
@@ -42,12 +43,12 @@ def parse_metadata(data: bytes) -> dict[str, Any]:
 def metadata_digest(metadata: dict[str, Any]) -> str | None:
     """``containerimage.digest`` (the pushed manifest or index), if well formed."""
     digest = metadata.get("containerimage.digest")
-    if isinstance(digest, str) and _DIGEST_RE.match(digest):
+    if isinstance(digest, str) and is_digest(digest):
         return digest
     descriptor = metadata.get("containerimage.descriptor")
     if isinstance(descriptor, dict):
         fallback = descriptor.get("digest")
-        if isinstance(fallback, str) and _DIGEST_RE.match(fallback):
+        if isinstance(fallback, str) and is_digest(fallback):
             return fallback
     return None
 
@@ -55,7 +56,7 @@ def metadata_digest(metadata: dict[str, Any]) -> str | None:
 def parse_digest_file(data: bytes) -> str | None:
     """The content of a ``buildah push --digestfile`` file, if it holds a digest."""
     text = data.decode("utf-8", errors="replace").strip()
-    return text if _DIGEST_RE.match(text) else None
+    return text if is_digest(text) else None
 
 
 @attrs.define

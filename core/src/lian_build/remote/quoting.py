@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from lian_build.errors import InvalidInput
 
@@ -39,15 +39,3 @@ def with_env(argv: Sequence[str], env: Mapping[str, str]) -> str:
         assignments.append(f"{name}={value}")
     # `--` first: env must not read a value or argv[0] starting with "-" as an option.
     return join(["env", "--", *assignments, *argv])
-
-
-def redact(argv: Sequence[str], secrets: Iterable[str]) -> list[str]:
-    """argv with every occurrence of a secret replaced by ``***`` (for logs and plans)."""
-    # Longest first, so a secret that contains another is replaced whole.
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-    out = []
-    for arg in argv:
-        for secret in ordered:
-            arg = arg.replace(secret, REDACTED)
-        out.append(arg)
-    return out

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import attrs
 
 from lian_build import api
-from lian_build.errors import Cancelled, InvalidInput, RemoteError, TimeBudgetExceeded
+from lian_build.errors import InvalidInput, RemoteError, TimeBudgetExceeded
 from lian_build.remote import quoting
 
 if TYPE_CHECKING:
@@ -174,7 +174,6 @@ class SSHRemote:
         self._client = client
         self._lock = threading.Lock()
         self._channels: set[paramiko.Channel] = set()
-        self._cancelled = False
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_missing = False
 
@@ -337,16 +336,12 @@ class SSHRemote:
         try:
             channel.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError):
-            if self._cancelled:
-                raise Cancelled("the build was cancelled") from None
             raise _connection_lost(self.runner) from None
 
     def _open_channel(self) -> paramiko.Channel:
         import paramiko
 
         with self._lock:
-            if self._cancelled:
-                raise Cancelled("the build was cancelled")
             transport = self._client.get_transport()
             if transport is None or not transport.is_active():
                 raise _connection_lost(self.runner)
@@ -421,8 +416,6 @@ class SSHRemote:
         err_lines.flush()
         # paramiko leaves -1 when the channel closed without an exit status.
         if channel.exit_status == -1:
-            if self._cancelled:
-                raise Cancelled("the build was cancelled")
             raise _connection_lost(self.runner)
         return channel.exit_status, bytes(out), bytes(err)
 
@@ -475,14 +468,6 @@ class SSHRemote:
         return self._sftp
 
     # ---- lifecycle
-
-    def cancel(self) -> None:
-        """Stop whatever runs now (safe from a signal handler's thread)."""
-        with self._lock:
-            self._cancelled = True
-            channels = list(self._channels)
-        for channel in channels:
-            _close_quietly(channel)
 
     def close(self) -> None:
         if self._sftp is not None:

@@ -5,9 +5,7 @@ zot rejects Docker v2 schema 2 manifests unless its config enables
 ``oci-mediatypes=true`` on the output and on cache exports; buildah:
 ``--format oci``). Pushing is the builder's job, not this plugin's.
 
-Retention of cache tags is zot's business (``storage.retention.policies``);
-``capabilities()`` tells which zot extensions a server offers (a plain distribution
-registry offers none).
+Retention of cache tags is zot's business (``storage.retention.policies``).
 """
 
 from __future__ import annotations
@@ -19,14 +17,8 @@ import attrs
 
 from lian_build.oci import DistributionRegistry, check_basic_credentials, check_url
 
+
 # Extension name -> path that answers when the server has it.
-EXTENSIONS: dict[str, str] = {
-    "search": "/v2/_zot/ext/search",
-    "mgmt": "/v2/_zot/ext/mgmt",
-    "discover": "/v2/_oci/ext/discover",
-}
-
-
 def _url(value: str) -> str:
     return check_url(value, "registry.url")
 
@@ -70,8 +62,3 @@ class ZotRegistry(DistributionRegistry):
     def cache_repository(self, namespace: str) -> str:
         parts = [self.host, self.settings.cache_prefix, namespace.strip("/")]
         return "/".join(p for p in parts if p)
-
-    def capabilities(self) -> set[str]:
-        """Which zot extensions the server offers: a subset of ``EXTENSIONS``."""
-        with self._client() as client:
-            return {name for name, path in EXTENSIONS.items() if client.has_extension(path)}
