@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lian_build import model
 from lian_build.envelope import Envelope, Redactor, run_enveloped
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_OK, Cancelled, InvalidInput, LianError
 from lian_build.intent import BUILD_FLAGS
 from lian_build.plugins import PluginHost
 
 if TYPE_CHECKING:
+    from lian_build import model
     from lian_build.intent import Request
     from lian_build.plan import Plan
     from lian_build.secrets import SecretStore
@@ -315,6 +315,8 @@ def build_app(host: PluginHost) -> typer.Typer:
         from lian_build.secrets import SecretStore
 
         def body(_env: Envelope) -> model.ReapOutcome:
+            from lian_build import model
+
             if workspace is not None:  # a label value: the same rule as for builds
                 validate.path_component(workspace, field="workspace")
             store = SecretStore(host.secret_resolvers())

@@ -13,10 +13,12 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from lian_build import model
 from lian_build.errors import EXIT_INTERNAL, Cancelled, LianError
+
+if TYPE_CHECKING:
+    from lian_build import model
 
 ENVELOPE_VERSION = "1"
 
@@ -35,6 +37,8 @@ def result_of(
     command: str, *, outcome: Any = None, error: LianError | None = None, partial: Any = None
 ) -> model.BuildResult:
     """The typed envelope for an outcome, or for an error with what was reached."""
+    from lian_build import model  # cattrs and the model classes: not on the --help path
+
     if error is None:
         return model.BuildResult(command=command, status=model.BuildStatus.OK, result=outcome)
     status = (
@@ -55,6 +59,8 @@ def result_of(
 
 def render(result: model.BuildResult) -> dict[str, Any]:
     """The JSON shape of an envelope (what the contract checks)."""
+    from lian_build import model
+
     return model.unstructure(result)
 
 
@@ -136,4 +142,6 @@ def run_enveloped(command: str, body: Callable[[Envelope], Any]) -> None:
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
     """A typed outcome as JSON data (for tests and callers that want a dict)."""
+    from lian_build import model
+
     return model.unstructure(value) if not isinstance(value, Mapping) else value

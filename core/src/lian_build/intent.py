@@ -17,12 +17,15 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lian_build import api, model, validate
+from lian_build import api, validate
 from lian_build.errors import ContractViolation, InvalidInput
+
+if TYPE_CHECKING:
+    from lian_build import model
 
 DEFAULT_COMPUTE = "docker-local"
 DEFAULT_REGISTRY = "zot"
@@ -346,6 +349,8 @@ def resolve(
     values); ``registry_defaults(provider, host)`` the registry plugin's defaults for
     the image's host.
     """
+    from lian_build import model  # cattrs: not on the --help path
+
     flag_data = flags_to_directives(values, settings_class)
     source = "flags"
     directives_path = values.get("directives")

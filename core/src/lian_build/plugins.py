@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
-from lian_build import api, hookspecs, model
+from lian_build import api, hookspecs
 from lian_build.errors import InvalidInput, LianError, PluginError
 
 if TYPE_CHECKING:
     import typer
+
+    from lian_build import model
 
 log = logging.getLogger("lian.plugins")
 
@@ -75,9 +77,13 @@ class PluginRecord:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        from lian_build import model
+
         return model.unstructure(self.outcome())
 
     def outcome(self) -> model.PluginReport:
+        from lian_build import model
+
         return model.PluginReport(
             name=self.name,
             distribution=self.distribution,
@@ -394,6 +400,8 @@ class PluginHost:
 
     def outcome(self) -> model.PluginsOutcome:
         """What ``lian plugins --json`` prints (NCL ``PluginsOutcome``)."""
+        from lian_build import model
+
         return model.PluginsOutcome(
             plugins=tuple(r.outcome() for r in self.records),
             conflicts={key: tuple(owners) for key, owners in self.conflicts().items()},
@@ -412,6 +420,8 @@ def structure_settings(cls: Any, settings: Mapping[str, Any], prefix: str) -> An
                 field=prefix,
             )
         return None
+    from lian_build import model
+
     return model.structure(
         dict(settings), settings_cls, what=f"{prefix} settings for {cls.name!r}", path=prefix
     )
