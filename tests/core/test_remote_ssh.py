@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -348,3 +349,14 @@ def test_files_without_sftp_subsystem(tmp_path: Path) -> None:
         assert remote._sftp_missing  # the fallback really ran
         with pytest.raises(RemoteError):
             remote.read_file(str(tmp_path / "missing"))
+
+
+def test_plugin_helper_connects_with_the_pinned_host_key(sshd_server: SshdServer) -> None:
+    # api.connect_ssh: what a provider for long-lived hosts uses to prepare a host.
+    runner = sshd_server.runner()
+    with api.connect_ssh(runner, Path(sshd_server.client_key), wait_timeout_s=30) as remote:
+        assert remote.run(["echo", "prepared"]).stdout == "prepared\n"
+    impostor = generate_host_key().public_openssh  # a host presenting another key
+    wrong = attrs.evolve(runner, host_public_key=impostor)
+    with pytest.raises(RemoteError):
+        api.connect_ssh(wrong, Path(sshd_server.client_key), wait_timeout_s=2)
