@@ -51,12 +51,19 @@ def e2e(
     run = lian(env.flags("base", ctx, base))
     assert run.returncode == 0, run.stderr
     yield env
-    leftovers = env.runners()
+    # Only this run's workspaces: the Docker engine is shared with other test runs,
+    # whose runners are not ours to judge or remove.
+    leftovers = [c for c in env.runners() if c.labels.get("lian.workspace") in _WORKSPACES]
     for container in leftovers:
         container.remove(force=True)
     assert not leftovers, f"runners leaked: {[c.name for c in leftovers]}"
 
 
+_WORKSPACES: set[str] = set()  # every workspace this run's tests built in
+
+
 @pytest.fixture
 def workspace() -> str:
-    return "e2e-" + uuid.uuid4().hex[:8]
+    name = "e2e-" + uuid.uuid4().hex[:8]
+    _WORKSPACES.add(name)
+    return name
