@@ -109,6 +109,12 @@ class Plan:
             "size": attrs.asdict(self.size),
             "ladder": [attrs.asdict(t) for t in self.ladder],
             "attempts": [t.name for t in self.attempts],
+            # Worst case: the first tier for the whole time budget (no network).
+            "estimated_cost": (
+                self.compute.estimate_cost(self.attempts[0], self.size.time_budget_min * 60)
+                if self.attempts
+                else None
+            ),
             "max_oom_retries": oom.MAX_OOM_RETRIES,
             "cache": {
                 "mode": intent.cache.mode,
