@@ -48,9 +48,7 @@ def test_server_without_ssh_keys_refuses_root_commands(fake_hcloud, tmp_path):
         name="no-keys",
         server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
-        user_data=cloudinit.user_data(
-            authorized_key=client_key.public_openssh, host_key=host_key
-        ),
+        user_data=cloudinit.user_data(authorized_key=client_key.public_openssh, host_key=host_key),
     )
     assert created.root_password  # e-mailed, and expired
     created.action.wait_until_finished()
@@ -149,9 +147,7 @@ def test_key_name_of_someone_else_is_left_alone(fake_hcloud, provider, make_requ
 # --------------------------------------------------------------------------- locked
 
 
-def test_delete_during_create_is_retried_until_the_lock_clears(
-    fake_hcloud, provider, make_request
-):
+def test_delete_during_create_is_retried_until_the_lock_clears(fake_hcloud, provider, make_request):
     fake_hcloud.action_min_s = 0.3  # the create action runs a while
     fake_hcloud.fail_next("GET", r"/actions/\d+", status=500, code="server_error")
 
@@ -171,9 +167,7 @@ def test_lock_that_never_clears_is_one_clear_error(fake_hcloud, provider, make_r
         "DELETE", r"/servers/\d+", status=423, code="locked", message="locked", times=1000
     )
     slow = type(provider)(
-        type(provider.settings)(
-            api_endpoint=fake_hcloud.url, poll_interval=0.01, lock_timeout=0.2
-        ),
+        type(provider.settings)(api_endpoint=fake_hcloud.url, poll_interval=0.01, lock_timeout=0.2),
         provider.secrets,
     )
 
@@ -215,9 +209,7 @@ def test_type_listed_unavailable_is_refused_before_create(fake_hcloud, provider,
     assert not fake_hcloud.requests_to("POST", "/servers")
 
 
-def test_resource_unavailable_at_create_names_other_locations(
-    fake_hcloud, provider, make_request
-):
+def test_resource_unavailable_at_create_names_other_locations(fake_hcloud, provider, make_request):
     fake_hcloud.sold_out.add(("cx23", "fsn1"))  # listed available, sold out when ordered
 
     with pytest.raises(ProvisionError) as info:

@@ -30,6 +30,9 @@ if [ -w /tmp ]; then echo tmp_writable=yes; else echo tmp_writable=; fi
 """
 
 
+PROVIDER_HELP = "Compute provider whose runner image to make or check (e.g. hcloud)."
+
+
 class Recipe(enum.StrEnum):
     debian = "debian"
     buildkit = "buildkit"
@@ -62,10 +65,16 @@ def build(
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "docker-local",
+    compute_opt: Annotated[
+        list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
+    ] = None,
 ) -> None:
     """Build a runner image from a recipe, streaming the build output to stderr."""
     image = tag or f"lian-runner:{recipe.value}"
     command_name = "runner-image build"
+    if provider != "docker-local":
+        _on_provider(command_name, provider, compute_opt or [])
     env = dict(os.environ)
     if docker_host:
         env["DOCKER_HOST"] = docker_host
@@ -96,9 +105,15 @@ def check(
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "docker-local",
+    compute_opt: Annotated[
+        list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
+    ] = None,
 ) -> None:
     """Check that a runner image exists and has sshd, rsync, a builder and a shell."""
     command_name = "runner-image check"
+    if provider != "docker-local":
+        _on_provider(command_name, provider, compute_opt or [])
     try:
         result = _check_image(tag, docker_host)
     except LianError as exc:
@@ -152,6 +167,26 @@ def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:
         },
         "problems": problems,
     }
+
+
+def _on_provider(command_name: str, provider: str, compute_opts: list[str]) -> NoReturn:
+    """Another provider's runner images (ComputeProvider.build/check_runner_image)."""
+    from lian_build.runner_images import on_provider
+
+    try:
+        result = on_provider(command_name.split()[-1], provider, compute_opts, {})
+    except LianError as exc:
+        _fail(command_name, exc)
+    if result.get("problems"):
+        _fail(
+            command_name,
+            ProvisionError(
+                f"{provider} runner image is not usable: {'; '.join(result['problems'])}",
+                details=result,
+            ),
+        )
+    _emit(command_name, "ok", {"result": result})
+    raise typer.Exit(0)
 
 
 def _stream(argv: list[str], env: dict[str, str]) -> int:

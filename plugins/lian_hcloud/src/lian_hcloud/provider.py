@@ -24,10 +24,13 @@ import hashlib
 import logging
 import math
 import re
+import secrets
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -53,6 +56,10 @@ SESSION_LABEL = "lian.session"
 MANAGED_LABEL = "lian.managed"
 RUNNER_IMAGE_LABEL = "lian.runner-image"  # on snapshots; the value names the builder
 FALLBACK_IMAGE = "ubuntu-24.04"
+SNAPSHOT_CLEANUP = (
+    "cloud-init clean --logs; rm -f /etc/ssh/ssh_host_* /root/.ssh/authorized_keys; "
+    "apt-get clean; sync"
+)
 # cloud-init exits 2 on recoverable errors (23.4 and later): degraded but usable.
 READY_SCRIPT = (
     'cloud-init status --wait; rc=$?; if [ "$rc" -eq 2 ]; then '
@@ -204,6 +211,130 @@ class HcloudProvider(api.ComputeProvider):
                 raise
         return api.RunnerState(exists=True, running=server.status == "running")
 
+    # ------------------------------------------------------------------ runner images
+
+    def build_runner_image(self, options: Mapping[str, str]) -> dict[str, Any]:
+        """A snapshot with the builder installed: one-off server, cloud-init, cleanup,
+        ``create_image`` labelled ``lian.runner-image=buildah``, server deleted."""
+        from hcloud.images import Image
+
+        base = options.get("base", FALLBACK_IMAGE)
+        type_name = options.get("server_type") or self.tiers()[0].name
+        session = "img" + secrets.token_hex(5)
+        name = server_name(session)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.settings.create_timeout)
+        labels = {
+            MANAGED_LABEL: "true",
+            SESSION_LABEL: session,
+            "lian.workspace": "runner-image",
+            "lian.expires-at": str(int(expires.timestamp()) + 3600),
+        }
+        client = self._client()
+        with self._errors():
+            server_type = self._orderable_type(client, type_name)
+        with tempfile.TemporaryDirectory(prefix="lian-image-") as tmp:
+            from lian_build.remote.ssh import generate_host_key, read_private_key
+
+            login = generate_host_key()
+            key_path = Path(tmp) / "id_ed25519"
+            key_path.write_text(login.private_openssh)
+            key_path.chmod(0o600)
+            client_key = read_private_key(key_path)
+            host_key = generate_host_key()
+            user_data = cloudinit.user_data(
+                authorized_key=login.public_openssh,
+                host_key=host_key,
+                user=self.settings.ssh_user,
+                packages=self.settings.packages,
+            )
+            with self._errors(), self._session_key(client, name, login.public_openssh, labels) as k:
+                created = self._create(
+                    client, name, server_type, Image(name=base), k, labels, user_data
+                )
+            server_id = int(created.server.id or 0)
+            try:
+                with self._errors():
+                    _wait(created.action, *created.next_actions)
+                    server = client.servers.get_by_id(server_id)
+                runner = api.Runner(
+                    id=str(server_id),
+                    provider=self.name,
+                    host=_public_ipv4(server),
+                    port=self.settings.ssh_port,
+                    user=self.settings.ssh_user,
+                    host_public_key=host_key.public_openssh,
+                    tier=self.tiers()[0],
+                )
+                self._prepare_snapshot(runner, client_key)
+                builder = "buildah"
+                description = f"lian runner ({builder}; {base}; {dt.date.today().isoformat()})"
+                with self._errors():
+                    made = client.servers.create_image(
+                        server,
+                        description=description,
+                        type="snapshot",
+                        labels={RUNNER_IMAGE_LABEL: builder, MANAGED_LABEL: "true"},
+                    )
+                    made.action.wait_until_finished()
+            finally:
+                self._delete_quietly(client, server_id)
+        return {
+            "image_id": made.image.id,
+            "description": description,
+            "architecture": str(server_type.architecture or "x86"),
+            "server_type": type_name,
+            "base": base,
+            "labels": {RUNNER_IMAGE_LABEL: builder, MANAGED_LABEL: "true"},
+        }
+
+    def check_runner_image(self, options: Mapping[str, str]) -> dict[str, Any]:
+        """The snapshot spawn would boot (by label, per architecture); no server is made."""
+        architecture = options.get("architecture", "x86")
+        client = self._client()
+        with self._errors():
+            found = _runner_snapshots(client, architecture)
+        if not found:
+            return {
+                "image_id": None,
+                "architecture": architecture,
+                "problems": [
+                    f"no snapshot labelled {RUNNER_IMAGE_LABEL} for {architecture}: runners "
+                    f"install their builder at boot from {FALLBACK_IMAGE} (run "
+                    "`lian runner-image build --provider hcloud`)"
+                ],
+            }
+        newest = found[0]
+        return {
+            "image_id": newest.id,
+            "description": newest.description,
+            "created": newest.created.isoformat() if newest.created else None,
+            "architecture": architecture,
+            "labels": dict(newest.labels or {}),
+            "older_snapshots": [image.id for image in found[1:]],
+            "problems": [],
+        }
+
+    def _prepare_snapshot(self, runner: api.Runner, client_key: Any) -> None:
+        """Wait for cloud-init, check the tools, remove per-machine state."""
+        from lian_build.remote.ssh import SSHRemote
+
+        timeout = self.settings.create_timeout
+        with SSHRemote.connect(runner, client_key, wait_timeout_s=timeout, log=log.info) as remote:
+            ready = remote.run(["sh", "-c", READY_SCRIPT], timeout=timeout)
+            if ready.exit_code != 0:
+                raise ProvisionError(
+                    f"cloud-init on the image server exited {ready.exit_code}",
+                    details={"provider": "hcloud", "code": "image_boot_failed"},
+                )
+            tools = remote.run(["sh", "-c", "command -v buildah && command -v rsync"], timeout=60)
+            if tools.exit_code != 0:
+                raise ProvisionError(
+                    "the image server lacks buildah or rsync after cloud-init",
+                    details={"provider": "hcloud", "code": "image_incomplete"},
+                )
+            # Host keys and cloud-init state are per server: each runner gets its own.
+            remote.run(["sh", "-c", SNAPSHOT_CLEANUP], timeout=120)
+
     # ------------------------------------------------------------------ internals
 
     @property
@@ -282,13 +413,7 @@ class HcloudProvider(api.ComputeProvider):
             image = Image(id=int(chosen)) if chosen.isdigit() else Image(name=chosen)
             return image, chosen, False
         architecture = str(server_type.architecture or "x86")
-        snapshots = client.images.get_all(
-            type=["snapshot"],
-            label_selector=RUNNER_IMAGE_LABEL,
-            architecture=[architecture],
-            status=["available"],
-            sort=["created:desc"],
-        )
+        snapshots = _runner_snapshots(client, architecture)
         if snapshots:
             newest = snapshots[0]
             return Image(id=newest.id), f"{newest.id} ({newest.description})", True
@@ -431,6 +556,18 @@ class HcloudProvider(api.ComputeProvider):
                 self._delete_server(client, server_id)
         except Exception:
             log.exception("could not delete server %s; the reaper will find it", server_id)
+
+
+def _runner_snapshots(client: Client, architecture: str) -> list[Any]:
+    """lian runner snapshots for one architecture, newest first, ready to boot."""
+    found = client.images.get_all(
+        type=["snapshot"],
+        label_selector=RUNNER_IMAGE_LABEL,
+        architecture=[architecture],
+        sort=["created:desc", "id:desc"],
+    )
+    # Filtered here: hcloud-python (through 2.x) sends per_page as the status filter.
+    return [image for image in found if image.status == "available"]
 
 
 def _wait(*actions: BoundAction) -> None:
