@@ -80,7 +80,10 @@ def e2e(
 
 
 def _opts(cloud: FakeHcloud) -> list[str]:
-    return ["--compute-opt", f"api_endpoint={cloud.url}", "--compute-opt", "poll_interval=1"]
+    opts = ["--compute-opt", f"api_endpoint={cloud.url}", "--compute-opt", "poll_interval=1"]
+    if cloud.machines is not None and cloud.machines.port != 22:
+        opts += ["--compute-opt", f"ssh_port={cloud.machines.port}"]
+    return opts
 
 
 def _flags(e2e: E2E, cloud: FakeHcloud, workspace: str, ctx: Path, image: str) -> list[str]:

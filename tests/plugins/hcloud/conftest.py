@@ -67,6 +67,8 @@ def make_provider(fake_hcloud: FakeHcloud) -> Iterator[Callable[..., HcloudProvi
 
         settings.setdefault("api_endpoint", fake_hcloud.url)
         settings.setdefault("poll_interval", 0.01)
+        if fake_hcloud.machines is not None and fake_hcloud.machines.port != 22:
+            settings.setdefault("ssh_port", fake_hcloud.machines.port)
         return TrackingProvider(HcloudSettings(**settings), secrets)
 
     yield make

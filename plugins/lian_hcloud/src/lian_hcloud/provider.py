@@ -115,6 +115,11 @@ class HcloudProvider(api.ComputeProvider):
     Settings: ClassVar[type[Any]] = HcloudSettings
     settings: HcloudSettings
 
+    def __init__(self, settings: HcloudSettings, secrets: api.SecretLookup) -> None:
+        super().__init__(settings, secrets)
+        # Prices read from the API in this process, by (server type, location).
+        self._prices_read: dict[tuple[str, str], float] = {}
+
     def tiers(self) -> Sequence[api.Tier]:
         return ladder(self.settings.server_types)
 
@@ -336,14 +341,6 @@ class HcloudProvider(api.ComputeProvider):
             remote.run(["sh", "-c", SNAPSHOT_CLEANUP], timeout=120)
 
     # ------------------------------------------------------------------ internals
-
-    @property
-    def _prices_read(self) -> dict[tuple[str, str], float]:
-        """Prices read from the API in this process, by (server type, location)."""
-        if "_prices" not in self.__dict__:
-            self.__dict__["_prices"] = {}
-        found: dict[tuple[str, str], float] = self.__dict__["_prices"]
-        return found
 
     def _client(self) -> Client:
         from hcloud import Client
