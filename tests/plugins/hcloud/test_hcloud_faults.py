@@ -144,6 +144,24 @@ def test_key_name_of_someone_else_is_left_alone(fake_hcloud, provider, make_requ
     del fake_hcloud.ssh_keys[foreign]
 
 
+def test_expired_key_objects_of_killed_builds_are_swept(fake_hcloud, provider, make_request):
+    def key(name: str, labels: dict[str, str]) -> int:
+        return fake_hcloud.add_ssh_key(name, generate_client_key().public_openssh, labels)
+
+    stale = key("lian-sdead01", {"lian.managed": "true", "lian.expires-at": "1000"})
+    live = key("lian-slive01", {"lian.managed": "true", "lian.expires-at": "4102444800"})
+    foreign = key("deploy", {"lian.expires-at": "1000"})  # not lian's
+
+    runner = provider.spawn(make_request())
+
+    assert stale not in fake_hcloud.ssh_keys
+    assert {live, foreign} == set(fake_hcloud.ssh_keys)
+    created = fake_hcloud.requests_to("POST", "/ssh_keys")[0].body
+    assert created["labels"]["lian.expires-at"] == make_request().labels["lian.expires-at"]
+    provider.destroy(runner.id)
+    fake_hcloud.ssh_keys.clear()
+
+
 # --------------------------------------------------------------------------- locked
 
 

@@ -54,6 +54,7 @@ log = logging.getLogger("lian.hcloud")
 
 SESSION_LABEL = "lian.session"
 MANAGED_LABEL = "lian.managed"
+EXPIRES_LABEL = "lian.expires-at"
 RUNNER_IMAGE_LABEL = "lian.runner-image"  # on snapshots; the value names the builder
 FALLBACK_IMAGE = "ubuntu-24.04"
 SNAPSHOT_CLEANUP = (
@@ -232,7 +233,7 @@ class HcloudProvider(api.ComputeProvider):
             MANAGED_LABEL: "true",
             SESSION_LABEL: session,
             "lian.workspace": "runner-image",
-            "lian.expires-at": str(int(expires.timestamp()) + 3600),
+            EXPIRES_LABEL: str(int(expires.timestamp()) + 3600),
         }
         client = self._client()
         with self._errors():
@@ -427,7 +428,9 @@ class HcloudProvider(api.ComputeProvider):
         """
         from hcloud import APIException
 
-        ours = {k: v for k, v in labels.items() if k in (MANAGED_LABEL, SESSION_LABEL)}
+        kept = (MANAGED_LABEL, SESSION_LABEL, EXPIRES_LABEL)
+        ours = {k: v for k, v in labels.items() if k in kept}
+        self._sweep_expired_keys(client)
         try:
             key = client.ssh_keys.create(name=name, public_key=public_key.strip(), labels=ours)
         except APIException as exc:
@@ -447,6 +450,21 @@ class HcloudProvider(api.ComputeProvider):
             except APIException as exc:
                 if exc.code != "not_found":
                     log.error("could not delete ssh key object %s (%s): %s", key.id, name, exc)
+
+    def _sweep_expired_keys(self, client: Client) -> None:
+        """Key objects a killed build left (between upload and create), once expired."""
+        from hcloud import APIException
+
+        now = time.time()
+        for key in client.ssh_keys.get_all(label_selector=f"{MANAGED_LABEL}=true,{EXPIRES_LABEL}"):
+            expires = (key.labels or {}).get(EXPIRES_LABEL, "")
+            if expires.isdigit() and int(expires) < now:
+                log.info("deleting expired ssh key object %s (%s)", key.id, key.name)
+                try:
+                    client.ssh_keys.delete(key)
+                except APIException as exc:
+                    if exc.code != "not_found":
+                        raise
 
     def _replace_key_orphan(
         self,
