@@ -5,6 +5,8 @@
 - e2e: the slow end-to-end builds (real dockerd, sshd, rsync, buildah, registry).
 - plugins / plugin-<name>: the core plus ONE plugin, installed non-editable (as users
   get them), running that plugin's tests; core_alone: the core with no plugin at all.
+- plugin_lowest-<name>: the same with the LOWEST versions the plugin declares for its
+  third-party dependencies (``name>=X`` installed as ``name==X``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ PLUGINS = {
     "harbor": "plugins/lian_harbor",
     "ghcr": "plugins/lian_ghcr",
 }
-TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nkeys]"]
+# docker: the cloud imitations start real runner containers for their servers/VMs.
+TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nkeys]", "docker>=7"]
+# Plugins whose declared lower bounds are tested (their SDKs change under them).
+LOWEST = ["hcloud", "proxmox"]
 
 
 @nox.session
@@ -65,6 +70,30 @@ def plugin(session: nox.Session, name: str) -> None:
     """The core and one plugin, non-editable, running that plugin's tests."""
     session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}")
     session.run("pytest", f"tests/plugins/{name}", "-m", "not e2e", *session.posargs)
+
+
+@nox.session(name="plugin_lowest")
+@nox.parametrize("name", LOWEST)
+def plugin_lowest(session: nox.Session, name: str) -> None:
+    """One plugin's tests with its third-party dependencies at their declared minimum."""
+    pins = lowest_pins(PLUGINS[name])
+    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}", *pins)
+    session.run("pytest", f"tests/plugins/{name}", "-m", "not e2e", *session.posargs)
+
+
+def lowest_pins(plugin_dir: str) -> list[str]:
+    """``name==X`` for every ``name>=X`` the plugin declares (lian-build itself excluded)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(plugin_dir) / "pyproject.toml").read_text())["project"]
+    pins = []
+    for requirement in project.get("dependencies", []):
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.\[\]-]+)\s*>=\s*([0-9][^,;\s]*)\s*", requirement)
+        if match and not match.group(1).startswith("lian-build"):
+            pins.append(f"{match.group(1)}=={match.group(2)}")
+    return pins
 
 
 @nox.session

@@ -230,6 +230,9 @@ class BuildProgress:
     tiers_tried: tuple[str, ...] = ()
     retries: int = 0
     phases: Mapping[str, float] = attrs.field(factory=dict)  # seconds per phase
+    runner_image: str | None = None  # what the last runner booted from, when known
+    runner_seconds: float | None = None  # spawn to destroy, summed over attempts
+    cost: Mapping[str, Any] | None = None  # NCL Cost: currency, amount_net, price_source, ...
 
 
 @attrs.frozen(kw_only=True)
@@ -307,6 +310,7 @@ class PlanOutcome:
     events: PlanEvents
     target: str | None = None
     language: str | None = None
+    estimated_cost: Mapping[str, Any] | None = None  # NCL Cost, when the provider knows prices
 
 
 @attrs.frozen(kw_only=True)

@@ -155,6 +155,8 @@ class AttemptResult:
     before: CgroupReading = CgroupReading()
     after: CgroupReading = CgroupReading()
     duration_s: float = 0.0
+    runner_image: str | None = None
+    runner_s: float | None = None  # from the spawn request to the end of destroy
 
 
 class BuildPipeline:
@@ -215,7 +217,23 @@ class BuildPipeline:
             retries=max(0, len(self.attempts) - 1),
             tier=last.tier.name if last else None,
             phases=dict(self.progress.phases),
+            **self._runner_usage(),
         )
+
+    def _runner_usage(self) -> dict[str, Any]:
+        """runner_image, runner_seconds and cost (when the provider knows prices)."""
+        timed = [a for a in self.attempts if a.runner_s is not None]
+        if not timed:
+            return {}
+        usage: dict[str, Any] = {
+            "runner_image": timed[-1].runner_image,
+            "runner_seconds": round(sum(a.runner_s or 0.0 for a in timed), 3),
+        }
+        costs = [self.plan.compute.estimate_cost(a.tier, a.runner_s or 0.0) for a in timed]
+        if costs and all(costs):
+            total = sum(float(c["amount_net"]) for c in costs if c)
+            usage["cost"] = {**(costs[-1] or {}), "amount_net": round(total, 4), "runners": costs}
+        return usage
 
     def summary(self) -> dict[str, Any]:
         """The progress record as JSON data (events carry it)."""
@@ -351,7 +369,7 @@ class BuildPipeline:
         try:
             with self.progress.phase("provision", f"{plan.compute.name} runner, tier {tier.name}"):
                 runner = plan.compute.spawn(request)
-            attempt.runner_id = runner.id
+            attempt.runner_id, attempt.runner_image = runner.id, runner.image
             self.events.emit("runner", {"runner_id": runner.id, "tier": tier.name})
             with self.progress.phase("ssh", f"{runner.user}@{runner.host}:{runner.port}"):
                 remote = SSHRemote.connect(
@@ -393,6 +411,8 @@ class BuildPipeline:
             attempt.duration_s = time.monotonic() - started
             with self.lifecycle.shielded():
                 self._teardown(remote, runner, request)
+                if runner is not None:
+                    attempt.runner_s = time.monotonic() - started
 
     def _build_on(
         self,

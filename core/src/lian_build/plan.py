@@ -220,6 +220,12 @@ class Plan:
             events=model.PlanEvents(
                 nats_url=intent.events.nats_url, subject_prefix=intent.events.subject_prefix
             ),
+            # Worst case: the first tier for the whole time budget (no network).
+            estimated_cost=(
+                self.compute.estimate_cost(self.attempts[0], self.size.time_budget_min * 60)
+                if self.attempts
+                else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:

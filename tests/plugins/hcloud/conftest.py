@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from fake_hcloud import FakeHcloud
 
 from fixtures.keys import new_authorized_key, new_host_key
+from fixtures.machines import MachinePool
 from lian_build import api
 from lian_hcloud.provider import HcloudProvider, HcloudSettings
 
@@ -25,14 +26,40 @@ def fast_library_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def fake_hcloud() -> Iterator[FakeHcloud]:
-    fake = FakeHcloud().start()
-    yield fake
-    fake.stop()
+def machine_pool(docker_client: Any, runner_image: str) -> Iterator[MachinePool]:
+    """Real runner containers behind the imitation's servers, removed when the test ends."""
+    pool = MachinePool(docker_client)
+    yield pool
+    leaked = [c.name for c in pool.running()]
+    pool.cleanup()
+    assert not leaked, f"server containers left behind: {leaked}"
 
 
 @pytest.fixture
-def make_provider(fake_hcloud: FakeHcloud) -> Callable[..., HcloudProvider]:
+def fake_hcloud(machine_pool: MachinePool) -> Iterator[FakeHcloud]:
+    """The imitation; after the test no server, SSH key or snapshot may be left."""
+    fake = FakeHcloud(machines=machine_pool).start()
+    yield fake
+    fake.settle()
+    left = fake.inventory()
+    fake.stop()
+    assert left == {"servers": [], "ssh_keys": [], "images": []}, f"left behind: {left}"
+
+
+class TrackingProvider(HcloudProvider):
+    """Remembers the runners spawn handed out: those are the caller's to destroy (the
+    pipeline does); anything else left in the imitation is a leak of the plugin."""
+
+    handed_out: ClassVar[list[tuple[HcloudProvider, str]]] = []
+
+    def spawn(self, request: api.SpawnRequest) -> api.Runner:
+        runner = super().spawn(request)
+        self.handed_out.append((self, runner.id))
+        return runner
+
+
+@pytest.fixture
+def make_provider(fake_hcloud: FakeHcloud) -> Iterator[Callable[..., HcloudProvider]]:
     def make(token: str | None = None, **settings: Any) -> HcloudProvider:
         def secrets(reference: str) -> str:
             assert reference == settings.get("token_ref", "env:HCLOUD_TOKEN")
@@ -40,9 +67,15 @@ def make_provider(fake_hcloud: FakeHcloud) -> Callable[..., HcloudProvider]:
 
         settings.setdefault("api_endpoint", fake_hcloud.url)
         settings.setdefault("poll_interval", 0.01)
-        return HcloudProvider(HcloudSettings(**settings), secrets)
+        if fake_hcloud.machines is not None and fake_hcloud.machines.port != 22:
+            settings.setdefault("ssh_port", fake_hcloud.machines.port)
+        return TrackingProvider(HcloudSettings(**settings), secrets)
 
-    return make
+    yield make
+    for owner, runner_id in TrackingProvider.handed_out:
+        if int(runner_id) in fake_hcloud.servers:
+            HcloudProvider.destroy(owner, runner_id)
+    TrackingProvider.handed_out.clear()
 
 
 @pytest.fixture

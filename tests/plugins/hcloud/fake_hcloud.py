@@ -8,11 +8,14 @@ and actions that finish asynchronously over a few polls. Faults can be injected
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import itertools
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +23,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
+import hcloud_schema
+
+from fixtures.machines import Machine, MachinePool, MachineSpec
 
 USER_DATA_LIMIT = 32 * 1024
 _LABEL_PART = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
@@ -27,6 +33,7 @@ _LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_PA
 _LABEL_VALUE = re.compile(rf"^({_LABEL_PART})?$")
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LOCATIONS = ("fsn1", "nbg1", "hel1")
+RUNNER_IMAGE = "lian-runner:debian"
 DEPRECATED_2025 = {"announced": "2025-10-16T00:00:00Z", "unavailable_after": "2025-12-31T00:00:00Z"}
 
 
@@ -63,8 +70,34 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _server_type(id_: int, name: str, cores: int, memory: float, disk: int, *, deprecated: bool):
+# Hourly net prices (EUR) per location, in the shape of GET /server_types. Illustrative
+# values of the right magnitude; the imitation is not a price list.
+PRICES = {
+    "cx23": 0.0056,
+    "cx33": 0.0088,
+    "cx43": 0.0152,
+    "cx53": 0.0280,
+    "cx22": 0.0060,
+    "cx32": 0.0110,
+    "cax11": 0.0062,
+    "cax21": 0.0104,
+    "cax31": 0.0200,
+    "cax41": 0.0392,
+}
+
+
+def _server_type(
+    id_: int,
+    name: str,
+    cores: int,
+    memory: float,
+    disk: int,
+    *,
+    deprecated: bool,
+    architecture: str = "x86",
+) -> dict[str, Any]:
     deprecation = DEPRECATED_2025 if deprecated else None
+    hourly = PRICES.get(name, 0.01)
     return {
         "id": id_,
         "name": name,
@@ -76,14 +109,17 @@ def _server_type(id_: int, name: str, cores: int, memory: float, disk: int, *, d
         "prices": [
             {
                 "location": loc,
-                "price_hourly": {"net": "0.0080", "gross": "0.0095"},
-                "price_monthly": {"net": "4.99", "gross": "5.94"},
+                # hel1 is a little cheaper, so per-location prices are visible in tests.
+                "price_hourly": _price(hourly * (0.9 if loc == "hel1" else 1.0)),
+                "price_monthly": _price(hourly * (0.9 if loc == "hel1" else 1.0) * 720),
+                "included_traffic": 21990232555520,
+                "price_per_tb_traffic": _price(1.0),
             }
             for loc in LOCATIONS
         ],
         "storage_type": "local",
         "cpu_type": "shared",
-        "architecture": "x86",
+        "architecture": architecture,
         "deprecated": deprecated,
         "deprecation": deprecation,
         "locations": [
@@ -97,6 +133,10 @@ def _server_type(id_: int, name: str, cores: int, memory: float, disk: int, *, d
             for i, loc in enumerate(LOCATIONS)
         ],
     }
+
+
+def _price(net: float) -> dict[str, str]:
+    return {"net": f"{net:.4f}", "gross": f"{net * 1.19:.4f}"}
 
 
 def matches_selector(labels: dict[str, str], selector: str) -> bool:
@@ -131,15 +171,40 @@ def _matches_term(labels: dict[str, str], term: str) -> bool:
 
 
 class FakeHcloud:
-    """State plus the HTTP server. ``url`` is the ``api_endpoint`` for hcloud.Client."""
+    """State plus the HTTP server. ``url`` is the ``api_endpoint`` for hcloud.Client.
 
-    def __init__(self, token: str = "fake-token-0123456789", action_polls: int = 3) -> None:
+    With ``machines`` (a MachinePool) every created server is a real runner container
+    answering SSH on the public IPv4 the API reports; without it servers get
+    documentation addresses nobody answers (API-only tests).
+    """
+
+    def __init__(
+        self,
+        token: str = "fake-token-0123456789",
+        action_polls: int = 3,
+        *,
+        machines: MachinePool | None = None,
+        system_images: dict[str, str] | None = None,
+        readonly_token: str = "fake-readonly-token-0123",
+    ) -> None:
         self.token = token
+        self.readonly_token = readonly_token
         self.action_polls = action_polls  # GETs an action answers "running" before it finishes
+        self.action_min_s = 0.0  # and at least this long: nobody polling does not stall it
+        self.boot_delay_s = 0.0  # sshd starts this long after the server is created
+        self.boot_status = 0  # 2: cloud-init ends degraded (recoverable errors)
+        self.machines = machines
         self.servers: dict[int, dict[str, Any]] = {}
+        self.ssh_keys: dict[int, dict[str, Any]] = {}
+        self.images: dict[int, dict[str, Any]] = {}
+        self.machine_of: dict[int, Machine] = {}
         self.actions: dict[int, dict[str, Any]] = {}
         self.requests: list[Recorded] = []
         self.user_data: dict[int, str] = {}  # not readable through the API, kept for asserts
+        self.root_passwords: dict[int, str] = {}
+        # System images: name -> docker image per architecture the machines start from.
+        runner = RUNNER_IMAGE
+        self.system_images = system_images or {"ubuntu-24.04": runner, "debian-12": runner}
         self.server_types = {
             st["name"]: st
             for st in (
@@ -149,18 +214,27 @@ class FakeHcloud:
                 _server_type(112, "cx33", 4, 8.0, 80, deprecated=False),
                 _server_type(113, "cx43", 8, 16.0, 160, deprecated=False),
                 _server_type(114, "cx53", 16, 32.0, 320, deprecated=False),
+                _server_type(121, "cax11", 2, 4.0, 40, deprecated=False, architecture="arm"),
+                _server_type(122, "cax21", 4, 8.0, 80, deprecated=False, architecture="arm"),
+                _server_type(123, "cax31", 8, 16.0, 160, deprecated=False, architecture="arm"),
+                _server_type(124, "cax41", 16, 32.0, 320, deprecated=False, architecture="arm"),
             )
         }
+        self.sold_out: set[tuple[str, str]] = set()  # (type, location): create fails
         self.firewalls: dict[str, dict[str, Any]] = {}
         self.networks: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._action_faults: dict[str, tuple[str, str]] = {}
         self._ids = itertools.count(1000)
+        self._rate_remaining = 3600
         self._lock = threading.RLock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
+        for name in self.system_images:
+            for arch in ("x86", "arm"):
+                self._add_image("system", name=name, architecture=arch, docker_image=runner)
 
     # ------------------------------------------------------------------ control
 
@@ -175,6 +249,48 @@ class FakeHcloud:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        if self.machines is not None:
+            for machine in list(self.machine_of.values()):
+                self.machines.remove(machine)
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no action runs (a delete the plugin started completes anyway)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                self._tick()
+                if all(e["action"]["status"] != "running" for e in self.actions.values()):
+                    return
+            time.sleep(0.05)
+
+    def add_snapshot(self, labels: dict[str, str], architecture: str = "x86") -> int:
+        """A snapshot made earlier (from the plain runner image)."""
+        with self._lock:
+            image = self._add_image(
+                "snapshot",
+                architecture=architecture,
+                docker_image=RUNNER_IMAGE,
+                description="made earlier",
+                labels=labels,
+            )
+            image["status"] = "available"
+            return int(image["id"])
+
+    def remove_image(self, image_id: int) -> None:
+        with self._lock:
+            image = self.images.pop(image_id, None)
+            if image and self.machines is not None and image["docker_image"] != RUNNER_IMAGE:
+                self.machines.remove_image(image["docker_image"])
+
+    def inventory(self) -> dict[str, list[Any]]:
+        """What would cost money or clutter a real project: servers, keys, snapshots."""
+        with self._lock:
+            self._tick()
+            return {
+                "servers": sorted(self.servers),
+                "ssh_keys": sorted(k["name"] for k in self.ssh_keys.values()),
+                "images": sorted(i["id"] for i in self.images.values() if i["type"] != "system"),
+            }
 
     def fail_next(
         self,
@@ -224,12 +340,43 @@ class FakeHcloud:
         with self._lock:
             self._action_faults[command] = (code, message)
 
+    def make_unavailable(self, type_name: str, location: str) -> None:
+        """The type is listed as unavailable there and a create there fails."""
+        with self._lock:
+            for entry in self.server_types[type_name]["locations"]:
+                if entry["name"] == location:
+                    entry["available"] = False
+            self.sold_out.add((type_name, location))
+
     def add_server(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         """A running server that exists before the test (orphans, other users' servers)."""
         with self._lock:
-            server = self._new_server(name, self.server_types["cx23"], "fsn1", labels or {}, "")
+            server = self._new_server(
+                name, self.server_types["cx23"], "fsn1", labels or {}, "", self._system("x86")
+            )
             server["status"] = "running"
             return server
+
+    def remove_server(self, server_id: int) -> None:
+        """Its owner deleted it (servers a test added as someone else's)."""
+        with self._lock:
+            self.servers.pop(server_id, None)
+            machine = self.machine_of.pop(server_id, None)
+            if machine is not None and self.machines is not None:
+                self.machines.remove(machine)
+
+    def remove_all_servers(self) -> None:
+        with self._lock:
+            for server_id in list(self.servers):
+                self.remove_server(server_id)
+
+    def add_ssh_key(self, name: str, public_key: str, labels: dict[str, str] | None = None) -> int:
+        with self._lock:
+            return int(
+                self._create_ssh_key(
+                    {"name": name, "public_key": public_key, "labels": labels or {}}
+                )["ssh_key"]["id"]
+            )
 
     def add_firewall(self, name: str) -> int:
         with self._lock:
@@ -276,17 +423,26 @@ class FakeHcloud:
         path = parts.path.removeprefix("/v1")
         with self._lock:
             self.requests.append(Recorded(method, path, query, body, auth))
+            self._rate_remaining = max(0, self._rate_remaining - 1)
+            headers = {
+                "RateLimit-Limit": "3600",
+                "RateLimit-Remaining": str(self._rate_remaining),
+                "RateLimit-Reset": str(int(dt.datetime.now(dt.UTC).timestamp()) + 3600),
+            }
             try:
                 if not parts.path.startswith("/v1/"):
                     raise HcloudApiError(404, "not_found", "no such API")
-                if auth != f"Bearer {self.token}":
+                if auth not in (f"Bearer {self.token}", f"Bearer {self.readonly_token}"):
                     raise HcloudApiError(401, "unauthorized", "unable to authenticate")
                 self._inject_fault(method, path)
+                if method != "GET" and auth == f"Bearer {self.readonly_token}":
+                    raise HcloudApiError(403, "token_readonly", "The token is read-only.")
+                self._tick()
                 status, payload = self._route(method, path, query, body)
-                return status, payload, {}
+                return status, payload, headers
             except HcloudApiError as exc:
                 error = {"code": exc.code, "message": exc.message, "details": exc.details}
-                return exc.status, {"error": error}, exc.headers
+                return exc.status, {"error": error}, {**headers, **exc.headers}
 
     def _inject_fault(self, method: str, path: str) -> None:
         for fault in self._faults:
@@ -300,7 +456,7 @@ class FakeHcloud:
         self, method: str, path: str, query: dict[str, list[str]], body: Any
     ) -> tuple[int, Any]:
         if path == "/servers" and method == "POST":
-            return 201, self._create_server(body)
+            return 201, self._create_server(_checked(hcloud_schema.CREATE_SERVER, body))
         if path == "/servers" and method == "GET":
             return 200, self._list_servers(query)
         if m := re.fullmatch(r"/servers/(\d+)", path):
@@ -308,11 +464,45 @@ class FakeHcloud:
             if method == "GET":
                 return 200, {"server": server}
             if method == "DELETE":
+                self._unlocked(server["id"])
                 server["status"] = "deleting"
                 action = self._new_action("delete_server", server["id"])
                 return 200, {"action": action}
+        if (m := re.fullmatch(r"/servers/(\d+)/actions/create_image", path)) and method == "POST":
+            server = self._server(int(m.group(1)))
+            return 201, self._create_image(server, _checked(hcloud_schema.CREATE_IMAGE, body or {}))
         if (m := re.fullmatch(r"/actions/(\d+)", path)) and method == "GET":
             return 200, {"action": self._poll_action(int(m.group(1)))}
+        if path == "/ssh_keys" and method == "POST":
+            return 201, self._create_ssh_key(_checked(hcloud_schema.CREATE_SSH_KEY, body))
+        if path == "/ssh_keys" and method == "GET":
+            found = self._by_name(sorted(self.ssh_keys.values(), key=lambda k: k["id"]), query)
+            if "fingerprint" in query:
+                found = [k for k in found if k["fingerprint"] == query["fingerprint"][0]]
+            return 200, self._page("ssh_keys", self._selected(found, query), query)
+        if m := re.fullmatch(r"/ssh_keys/(\d+)", path):
+            key = self.ssh_keys.get(int(m.group(1)))
+            if key is None:
+                raise HcloudApiError(404, "not_found", f"ssh_key with ID '{m.group(1)}' not found")
+            if method == "GET":
+                return 200, {"ssh_key": key}
+            if method == "DELETE":
+                del self.ssh_keys[key["id"]]
+                return 204, None
+        if path == "/images" and method == "GET":
+            return 200, self._list_images(query)
+        if m := re.fullmatch(r"/images/(\d+)", path):
+            image = self._image(int(m.group(1)))
+            if method == "GET":
+                return 200, {"image": _public_image(image)}
+            if method == "DELETE":
+                if image["type"] == "system":
+                    raise HcloudApiError(403, "forbidden", "system images cannot be deleted")
+                self._unlocked_image(image["id"])
+                del self.images[image["id"]]
+                if self.machines is not None and image["docker_image"] != RUNNER_IMAGE:
+                    self.machines.remove_image(image["docker_image"])
+                return 204, None
         if path == "/server_types" and method == "GET":
             found = list(self.server_types.values())
             return 200, self._page("server_types", self._by_name(found, query), query)
@@ -323,11 +513,9 @@ class FakeHcloud:
 
     # ------------------------------------------------------------------ servers
 
-    def _create_server(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise HcloudApiError(400, "invalid_input", "body must be a JSON object")
-        name = body.get("name")
-        if not isinstance(name, str) or not _HOSTNAME.match(name):
+    def _create_server(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["name"]
+        if not _HOSTNAME.match(name):
             raise _invalid("name", "name must be a valid hostname")
         if any(s["name"] == name for s in self.servers.values()):
             raise HcloudApiError(
@@ -336,33 +524,43 @@ class FakeHcloud:
                 "server name is already used",
                 {"fields": [{"name": "name"}]},
             )
-        wanted = body.get("server_type")  # the API takes an id or a name
+        wanted = body["server_type"]  # the API takes an id or a name
         server_type = next(
-            (t for t in self.server_types.values() if wanted in (t["id"], t["name"])), None
+            (t for t in self.server_types.values() if wanted in (t["id"], t["name"], str(t["id"]))),
+            None,
         )
         if server_type is None:
             raise _invalid("server_type", "unknown server type")
-        if not isinstance(body.get("image"), str | int):
-            raise _invalid("image", "image is required")
         location = body.get("location", "fsn1")
         if location not in LOCATIONS:
             raise _invalid("location", "unknown location")
+        image = self._image_for_create(body["image"], server_type["architecture"])
         labels = body.get("labels") or {}
-        for key, value in labels.items():
-            if not _LABEL_KEY.match(key) or key.startswith("hetzner.cloud/"):
-                raise _invalid("labels", f"invalid label key {key!r}")
-            if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-                raise _invalid("labels", f"invalid label value for {key!r}")
+        _check_labels(labels)
         user_data = body.get("user_data") or ""
         if len(user_data.encode()) > USER_DATA_LIMIT:
             raise _invalid("user_data", "user_data is limited to 32 KiB")
+        keys = [self._ssh_key_ref(ref) for ref in body.get("ssh_keys", [])]
         for firewall in body.get("firewalls", []):
             if firewall.get("firewall") not in {f["id"] for f in self.firewalls.values()}:
                 raise _invalid("firewalls", "firewall not found")
         for network in body.get("networks", []):
             if network not in {n["id"] for n in self.networks.values()}:
                 raise _invalid("networks", "network not found")
-        server = self._new_server(name, server_type, location, labels, user_data)
+        if (server_type["name"], location) in self.sold_out:
+            raise HcloudApiError(
+                503,
+                "resource_unavailable",
+                f"server type {server_type['name']} is unavailable in {location}",
+            )
+        server = self._new_server(name, server_type, location, labels, user_data, image)
+        root_password = None
+        if not keys:
+            # Hetzner e-mails a generated root password and marks it expired.
+            root_password = uuid.uuid4().hex[:20]
+            self.root_passwords[server["id"]] = root_password
+        if self.machines is not None:
+            self._boot(server, image, keys, user_data)
         action = self._new_action("create_server", server["id"])
         next_actions = []
         if body.get("start_after_create", True):
@@ -371,8 +569,38 @@ class FakeHcloud:
             "server": server,
             "action": action,
             "next_actions": next_actions,
-            "root_password": None,
+            "root_password": root_password,
         }
+
+    def _boot(
+        self,
+        server: dict[str, Any],
+        image: dict[str, Any],
+        keys: list[dict[str, Any]],
+        user_data: str,
+    ) -> None:
+        assert self.machines is not None
+        config = parse_cloud_config(user_data)
+        authorized: dict[str, list[str]] = {"root": [k["public_key"] for k in keys]}
+        for user in config.get("users", []):
+            if isinstance(user, dict) and user.get("name"):
+                authorized.setdefault(user["name"], []).extend(user.get("ssh_authorized_keys", []))
+        host_key = (config.get("ssh_keys") or {}).get("ed25519_private")
+        spec = MachineSpec(
+            name=server["name"],
+            image=image["docker_image"],
+            authorized_keys=authorized,
+            host_private_key=host_key,
+            expired_root_password=server["id"] in self.root_passwords,
+            boot_delay_s=self.boot_delay_s,
+            runcmd=[list(argv) for argv in config.get("runcmd", []) if isinstance(argv, list)],
+            packages=list(config.get("packages", [])),
+            boot_status=self.boot_status,
+            labels={"server": str(server["id"])},
+        )
+        machine = self.machines.start(spec)
+        self.machine_of[server["id"]] = machine
+        server["public_net"]["ipv4"]["ip"] = machine.address
 
     def _new_server(
         self,
@@ -381,6 +609,7 @@ class FakeHcloud:
         location: str,
         labels: dict[str, str],
         user_data: str,
+        image: dict[str, Any],
     ) -> dict[str, Any]:
         sid = next(self._ids)
         ipv4 = {
@@ -397,18 +626,18 @@ class FakeHcloud:
             "public_net": {"ipv4": ipv4, "ipv6": None, "floating_ips": [], "firewalls": []},
             "private_net": [],
             "server_type": server_type,
+            "datacenter": {
+                "id": LOCATIONS.index(location) + 1,
+                "name": f"{location}-dc1",
+                "description": location,
+                "location": {"id": LOCATIONS.index(location) + 1, "name": location},
+            },
             "location": {
                 "id": LOCATIONS.index(location) + 1,
                 "name": location,
                 "network_zone": "eu-central",
             },
-            "image": {
-                "id": 161547269,
-                "type": "system",
-                "name": "ubuntu-24.04",
-                "os_flavor": "ubuntu",
-                "os_version": "24.04",
-            },
+            "image": _public_image(image),
             "iso": None,
             "rescue_enabled": False,
             "locked": False,
@@ -431,12 +660,27 @@ class FakeHcloud:
             raise HcloudApiError(404, "not_found", f"server with ID '{server_id}' not found")
         return self.servers[server_id]
 
+    def _unlocked(self, server_id: int) -> None:
+        """``locked`` while another action runs on the server (e.g. its create)."""
+        for entry in self.actions.values():
+            action = entry["action"]
+            if action["status"] == "running" and any(
+                r["type"] == "server" and r["id"] == server_id for r in action["resources"]
+            ):
+                raise HcloudApiError(
+                    423, "locked", f"server {server_id} is locked by action {action['command']}"
+                )
+
     def _list_servers(self, query: dict[str, list[str]]) -> dict[str, Any]:
         found = self._by_name(sorted(self.servers.values(), key=lambda s: s["id"]), query)
-        if "label_selector" in query:
-            selector = query["label_selector"][0]
-            found = [s for s in found if matches_selector(s["labels"], selector)]
-        return self._page("servers", found, query)
+        return self._page("servers", self._selected(found, query), query)
+
+    @staticmethod
+    def _selected(items: list[dict[str, Any]], query: dict[str, list[str]]) -> list[Any]:
+        if "label_selector" not in query:
+            return items
+        selector = query["label_selector"][0]
+        return [i for i in items if matches_selector(i["labels"], selector)]
 
     @staticmethod
     def _by_name(items: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -460,9 +704,142 @@ class FakeHcloud:
         chunk = items[(page - 1) * per_page : page * per_page]
         return {key: chunk, "meta": {"pagination": pagination}}
 
+    # ------------------------------------------------------------------ ssh keys
+
+    def _create_ssh_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        public_key = body["public_key"].strip()
+        fingerprint = _fingerprint(public_key)
+        if fingerprint is None:
+            raise _invalid("public_key", "invalid public key")
+        labels = body.get("labels") or {}
+        _check_labels(labels)
+        for field, value in (("name", body["name"]), ("public_key", fingerprint)):
+            clash = [k for k in self.ssh_keys.values() if value in (k["name"], k["fingerprint"])]
+            if clash:
+                raise HcloudApiError(
+                    409,
+                    "uniqueness_error",
+                    f"SSH key with the same {field.replace('_', ' ')} already exists",
+                    {"fields": [{"name": field}]},
+                )
+        key = {
+            "id": next(self._ids),
+            "name": body["name"],
+            "fingerprint": fingerprint,
+            "public_key": public_key,
+            "labels": dict(labels),
+            "created": _now(),
+        }
+        self.ssh_keys[key["id"]] = key
+        return {"ssh_key": key}
+
+    def _ssh_key_ref(self, ref: int | str) -> dict[str, Any]:
+        for key in self.ssh_keys.values():
+            if ref in (key["id"], key["name"], str(key["id"])):
+                return key
+        raise _invalid("ssh_keys", f"ssh key {ref!r} not found")
+
+    # ------------------------------------------------------------------ images
+
+    def _add_image(
+        self,
+        kind: str,
+        *,
+        architecture: str,
+        docker_image: str,
+        name: str | None = None,
+        description: str = "",
+        labels: dict[str, str] | None = None,
+        created_from: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        image = {
+            "id": next(self._ids),
+            "type": kind,
+            "status": "available" if kind == "system" else "creating",
+            "name": name,
+            "description": description or (name or ""),
+            "image_size": None,
+            "disk_size": 5,
+            "created": _now(),
+            "created_from": created_from,
+            "bound_to": None,
+            "os_flavor": "ubuntu" if (name or "").startswith("ubuntu") else "debian",
+            "os_version": None,
+            "rapid_deploy": kind == "system",
+            "protection": {"delete": False},
+            "deprecated": None,
+            "deleted": None,
+            "labels": dict(labels or {}),
+            "architecture": architecture,
+            "docker_image": docker_image,  # the imitation's own field, never sent
+        }
+        self.images[image["id"]] = image
+        return image
+
+    def _system(self, architecture: str) -> dict[str, Any]:
+        return self._image_for_create("ubuntu-24.04", architecture)
+
+    def _image(self, image_id: int) -> dict[str, Any]:
+        if image_id not in self.images:
+            raise HcloudApiError(404, "not_found", f"image with ID '{image_id}' not found")
+        return self.images[image_id]
+
+    def _image_for_create(self, ref: int | str, architecture: str) -> dict[str, Any]:
+        for image in self.images.values():
+            by_id = ref in (image["id"], str(image["id"]))
+            by_name = image["type"] == "system" and ref == image["name"]
+            if (by_id or by_name) and image["architecture"] == architecture:
+                if image["status"] != "available":
+                    raise _invalid("image", f"image {ref} is not available yet")
+                return image
+            if by_id:
+                raise _invalid("image", f"image {ref} is for {image['architecture']}")
+        raise _invalid("image", f"image {ref!r} not found")
+
+    def _list_images(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        found = sorted(self.images.values(), key=lambda i: i["id"])
+        for field in ("type", "architecture", "status"):
+            if field in query:
+                found = [i for i in found if i[field] in query[field]]
+        found = self._selected(self._by_name(found, query), query)
+        for sort in reversed(query.get("sort", [])):
+            key, _, order = sort.partition(":")
+            found.sort(key=lambda i: (i[key] or "", i["id"]), reverse=order == "desc")
+        return self._page("images", [_public_image(i) for i in found], query)
+
+    def _create_image(self, server: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        self._unlocked(server["id"])
+        labels = body.get("labels") or {}
+        _check_labels(labels)
+        docker_image = RUNNER_IMAGE
+        machine = self.machine_of.get(server["id"])
+        if self.machines is not None and machine is not None:
+            docker_image = self.machines.commit(machine, "lian-hcloud-snapshot")
+        image = self._add_image(
+            body.get("type", "snapshot"),
+            architecture=server["server_type"]["architecture"],
+            docker_image=docker_image,
+            description=body.get("description", ""),
+            labels=labels,
+            created_from={"id": server["id"], "name": server["name"]},
+        )
+        action = self._new_action("create_image", server["id"], image_id=image["id"])
+        return {"image": _public_image(image), "action": action}
+
+    def _unlocked_image(self, image_id: int) -> None:
+        for entry in self.actions.values():
+            action = entry["action"]
+            if action["status"] == "running" and any(
+                r["type"] == "image" and r["id"] == image_id for r in action["resources"]
+            ):
+                raise HcloudApiError(423, "locked", f"image {image_id} is being created")
+
     # ------------------------------------------------------------------ actions
 
-    def _new_action(self, command: str, server_id: int) -> dict[str, Any]:
+    def _new_action(self, command: str, server_id: int, image_id: int | None = None):
+        resources = [{"id": server_id, "type": "server"}]
+        if image_id is not None:
+            resources.append({"id": image_id, "type": "image"})
         action = {
             "id": next(self._ids),
             "command": command,
@@ -470,11 +847,19 @@ class FakeHcloud:
             "progress": 0,
             "started": _now(),
             "finished": None,
-            "resources": [{"id": server_id, "type": "server"}],
+            "resources": resources,
             "error": None,
         }
-        self.actions[action["id"]] = {"action": action, "polls": 0}
+        self.actions[action["id"]] = {"action": action, "polls": 0, "t0": time.monotonic()}
         return dict(action)
+
+    def _tick(self) -> None:
+        """Actions also finish with time (a real action runs whether or not anyone polls)."""
+        horizon = max(self.action_min_s, 0.05) * (self.action_polls + 1)
+        for entry in list(self.actions.values()):
+            running = entry["action"]["status"] == "running"
+            if running and time.monotonic() - entry["t0"] > horizon:
+                self._finish(entry["action"])
 
     def _poll_action(self, action_id: int) -> dict[str, Any]:
         if action_id not in self.actions:
@@ -484,7 +869,8 @@ class FakeHcloud:
         if action["status"] == "running":
             entry["polls"] += 1
             action["progress"] = min(99, entry["polls"] * 100 // (self.action_polls + 1))
-            if entry["polls"] > self.action_polls:
+            old_enough = time.monotonic() - entry["t0"] >= self.action_min_s
+            if entry["polls"] > self.action_polls and old_enough:
                 self._finish(action)
         return dict(action)
 
@@ -495,12 +881,75 @@ class FakeHcloud:
         if fault is not None:
             action["status"] = "error"
             action["error"] = {"code": fault[0], "message": fault[1]}
+            if action["command"] == "create_image":
+                self.images.pop(action["resources"][1]["id"], None)
             return
         action["status"] = "success"
         if action["command"] == "delete_server":
             self.servers.pop(server_id, None)
+            machine = self.machine_of.pop(server_id, None)
+            if machine is not None and self.machines is not None:
+                self.machines.remove(machine)
         elif action["command"] == "start_server" and server_id in self.servers:
             self.servers[server_id]["status"] = "running"
+        elif action["command"] == "create_image":
+            image = self.images.get(action["resources"][1]["id"])
+            if image is not None:
+                image["status"] = "available"
+
+
+def parse_cloud_config(user_data: str) -> dict[str, Any]:
+    """``#cloud-config`` with a JSON body (valid YAML). Other YAML is not understood here."""
+    if not user_data:
+        return {}
+    header, _, body = user_data.partition("\n")
+    if header.strip() != "#cloud-config":
+        raise _invalid("user_data", "the imitation understands #cloud-config documents only")
+    try:
+        config = json.loads(body)
+    except ValueError:
+        raise _invalid(
+            "user_data", "the imitation reads cloud-config written as JSON (valid YAML) only"
+        ) from None
+    return config if isinstance(config, dict) else {}
+
+
+def _fingerprint(public_key: str) -> str | None:
+    """MD5 of the key blob, colon-separated: how the API identifies a key."""
+    parts = public_key.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
+        return None
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        return None
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _public_image(image: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in image.items() if k != "docker_image"}
+
+
+def _check_labels(labels: dict[str, Any]) -> None:
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key) or key.startswith("hetzner.cloud/"):
+            raise _invalid("labels", f"invalid label key {key!r}")
+        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+            raise _invalid("labels", f"invalid label value for {key!r}")
+
+
+def _checked(schema: dict[str, Any], body: Any) -> Any:
+    found = hcloud_schema.problems(schema, body)
+    if found:
+        field, message = found[0]
+        raise HcloudApiError(
+            400,
+            "invalid_input",
+            f"invalid input in field '{field}': {message}",
+            {"fields": [{"name": f, "messages": [m]} for f, m in found]},
+        )
+    return body
 
 
 def _invalid(field: str, message: str) -> HcloudApiError:
@@ -521,7 +970,7 @@ def _handler_for(fake: FakeHcloud) -> type[BaseHTTPRequestHandler]:
             status, payload, headers = fake.handle(
                 self.command, self.path, body, self.headers.get("Authorization")
             )
-            data = json.dumps(payload).encode()
+            data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

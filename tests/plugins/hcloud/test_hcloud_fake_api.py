@@ -63,6 +63,8 @@ def test_create_validates_name_labels_type_and_user_data(fake_hcloud, client):
         with pytest.raises(APIException) as info:
             create(**overrides)
         assert info.value.code == code, overrides
+    assert [s["name"] for s in fake_hcloud.servers.values()] == ["a1"]
+    fake_hcloud.remove_all_servers()
 
 
 def test_actions_finish_asynchronously(fake_hcloud, client):
@@ -76,6 +78,7 @@ def test_actions_finish_asynchronously(fake_hcloud, client):
         action.wait_until_finished()
     assert client.servers.get_by_id(created.server.id).status == "running"
     assert len(fake_hcloud.requests_to("GET", r"/actions/\d+")) > 2
+    client.servers.delete(created.server).wait_until_finished()
 
 
 def test_server_types_carry_deprecation(client):
@@ -93,3 +96,4 @@ def test_pagination_meta(fake_hcloud, client):
     assert meta.pagination.last_page == 2
     assert meta.pagination.next_page is None
     assert meta.pagination.previous_page == 1
+    fake_hcloud.remove_all_servers()

@@ -10,7 +10,7 @@ from fake_hcloud import FakeHcloud
 
 from lian_build import api
 from lian_build.errors import InvalidInput, ProvisionError
-from lian_hcloud.provider import HcloudProvider
+from lian_hcloud.provider import READY_SCRIPT, HcloudProvider
 
 NAME = "lian-s1a2b3"
 
@@ -76,18 +76,23 @@ def test_user_data_installs_host_key_and_authorized_key(fake_hcloud, provider, m
     assert config["ssh_pwauth"] is False
     # A stock image gets its builder from cloud-init; the build waits for cloud-init.
     assert set(config["packages"]) >= {"buildah", "rsync"}
-    assert runner.ready_command == ("cloud-init", "status", "--wait")
+    assert runner.ready_command == ("sh", "-c", READY_SCRIPT)
+    assert runner.image == "ubuntu-24.04"
 
 
 def test_snapshot_id_firewall_and_network_are_sent_as_ids(fake_hcloud, make_provider, make_request):
     firewall_id = fake_hcloud.add_firewall("builders")
     network_id = fake_hcloud.add_network("ci")
-    provider = make_provider(firewall="builders", network="ci", image="123456")
+    snapshot = fake_hcloud.add_snapshot({"team": "web"})
+    provider = make_provider(firewall="builders", network="ci", image=str(snapshot))
 
-    provider.spawn(make_request())
+    runner = provider.spawn(make_request())
 
     body = fake_hcloud.requests_to("POST", "/servers")[0].body
-    assert body["image"] == 123456
+    assert body["image"] == snapshot
+    assert runner.image == str(snapshot)
+    provider.destroy(runner.id)
+    fake_hcloud.remove_image(snapshot)
     assert body["firewalls"] == [{"firewall": firewall_id}]
     assert body["networks"] == [network_id]
 
@@ -155,6 +160,7 @@ def test_same_name_server_of_someone_else_is_left_alone(fake_hcloud, provider, m
     assert info.value.details["code"] == "name_taken"
     assert foreign["id"] in fake_hcloud.servers
     assert not fake_hcloud.requests_to("DELETE", r"/servers/\d+")
+    fake_hcloud.remove_server(foreign["id"])
 
 
 # --------------------------------------------------------------------------- failures
@@ -188,7 +194,12 @@ def test_action_timeout_deletes_the_server(fake_hcloud, make_provider, make_requ
         provider.spawn(make_request())
 
     assert info.value.details["code"] == "action_timeout"
-    assert len(fake_hcloud.requests_to("DELETE", r"/servers/\d+")) == 1
+    # The create still runs, so the first deletes answer "locked" and are retried.
+    deletes = fake_hcloud.requests_to("DELETE", r"/servers/\d+")
+    assert len(deletes) > 1
+    assert len({d.path for d in deletes}) == 1
+    fake_hcloud.settle()
+    assert fake_hcloud.servers == {}
 
 
 def test_unauthorized_names_the_reference_never_the_token(
@@ -308,6 +319,7 @@ def test_list_runners_by_label_follows_pagination(fake_hcloud, provider):
     pages = fake_hcloud.requests_to("GET", "/servers")
     assert [p.query["page"] for p in pages] == [["1"], ["2"], ["3"]]
     assert pages[0].query["label_selector"] == ["lian.managed=true,lian.workspace=shop"]
+    fake_hcloud.remove_all_servers()
 
 
 def test_inspect_reports_running_server(provider, make_request):
@@ -328,7 +340,7 @@ def test_tiers_and_plan_need_no_token_and_no_network(fake_hcloud):
     assert [(t.cpu, t.memory_gb, t.disk_gb) for t in provider.tiers()][-1] == (16, 32, 320)
     assert provider.plan() == {
         "location": "fsn1",
-        "image": "ubuntu-24.04",
+        "image": "newest snapshot labelled lian.runner-image (read at spawn), else ubuntu-24.04",
         "api_endpoint": "https://api.hetzner.cloud/v1",
         "server_types": ["cx23", "cx33", "cx43", "cx53"],
         "packages": ["buildah", "rsync"],

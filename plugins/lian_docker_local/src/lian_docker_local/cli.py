@@ -29,6 +29,9 @@ if [ -w /tmp ]; then echo tmp_writable=yes; else echo tmp_writable=; fi
 """
 
 
+PROVIDER_HELP = "Compute provider whose runner image to make or check (e.g. hcloud)."
+
+
 class Recipe(enum.StrEnum):
     debian = "debian"
     buildkit = "buildkit"
@@ -61,11 +64,17 @@ def build(
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "docker-local",
+    compute_opt: Annotated[
+        list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
+    ] = None,
 ) -> None:
     """Build a runner image from a recipe, streaming the build output to stderr."""
     image = tag or f"lian-runner:{recipe.value}"
 
     def body() -> dict[str, Any]:
+        if provider != "docker-local":
+            return _on_provider("build", provider, compute_opt or [])
         env = dict(os.environ)
         if docker_host:
             env["DOCKER_HOST"] = docker_host
@@ -96,10 +105,16 @@ def check(
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "docker-local",
+    compute_opt: Annotated[
+        list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
+    ] = None,
 ) -> None:
     """Check that a runner image exists and has sshd, rsync, a builder and a shell."""
 
     def body() -> dict[str, Any]:
+        if provider != "docker-local":
+            return _on_provider("check", provider, compute_opt or [])
         result = _check_image(tag, docker_host)
         if result["problems"]:
             raise ProvisionError(
@@ -109,6 +124,19 @@ def check(
         return result
 
     run_command("runner-image check", body)
+
+
+def _on_provider(command: str, provider: str, compute_opts: list[str]) -> dict[str, Any]:
+    """Another provider's runner images (ComputeProvider.build/check_runner_image)."""
+    from lian_build.runner_images import on_provider
+
+    result = on_provider(command, provider, compute_opts, {})
+    if result.get("problems"):
+        raise ProvisionError(
+            f"{provider} runner image is not usable: {'; '.join(result['problems'])}",
+            details=result,
+        )
+    return result
 
 
 def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:

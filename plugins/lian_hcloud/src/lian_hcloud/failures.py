@@ -60,6 +60,18 @@ def from_api_exception(exc: APIException, *, token_ref: str, location: str) -> P
             field="token_ref",
             details=details,
         )
+    if code == "token_readonly":
+        return ProvisionError(
+            f"the API token read from {token_ref} is read-only: lian-build creates and "
+            "deletes servers, SSH keys and snapshots, so it needs a Read & Write token",
+            field="token_ref",
+            details=details,
+        )
+    if code == "locked":
+        return ProvisionError(
+            f"Hetzner Cloud kept the resource locked by another action: {exc.message}",
+            details=details,
+        )
     if code == "forbidden":
         return ProvisionError(
             f"the API token read from {token_ref} may not do this (a read-only token?)",
