@@ -361,6 +361,14 @@ def build_app(host: PluginHost) -> typer.Typer:
                 help="Start at this tier of the provider's ladder.", rich_help_panel=PROVIDER_PANEL
             ),
         ] = None,
+        orchestrator_url: Annotated[
+            str | None,
+            Opt(
+                envvar="ORCHESTRATOR_URL",
+                help="Provision through this orchestrator (selects provider orchestrator).",
+                rich_help_panel=PROVIDER_PANEL,
+            ),
+        ] = None,
         nats_url: Annotated[
             str | None,
             Opt(
@@ -396,6 +404,7 @@ def build_app(host: PluginHost) -> typer.Typer:
             mode=mode, actor=actor, language=language, platforms=platforms,
             provider=provider, compute_opts=compute_opt, registry=registry,
             registry_opts=registry_opt, builder=builder, runner_image=runner_image, tier=tier,
+            orchestrator_url=orchestrator_url,
             nats_url=nats_url, nats_nkey_seed=nats_nkey_seed,
             nats_subject_prefix=nats_subject_prefix,
         )  # fmt: skip

@@ -98,6 +98,7 @@ class FlatArgs:
     mode: str | None = None
     actor: str | None = None
     tier: str | None = None
+    orchestrator_url: str | None = None  # the seed's flag: selects the orchestrator provider
     nats_url: str | None = None
     nats_nkey_seed: str | None = attrs.field(default=None, repr=False)
     nats_subject_prefix: str | None = None
@@ -143,6 +144,25 @@ def _registry_settings(
         return choice
     merged = {**cls.defaults_for_image(image.registry), **choice.settings}
     return ProviderChoice(choice.provider, merged)
+
+
+def _orchestrator_choice(
+    choice: ProviderChoice, args: FlatArgs, *, directives: bool = False
+) -> ProviderChoice:
+    """``--orchestrator-url`` / ``ORCHESTRATOR_URL`` select the ``orchestrator`` provider with
+    that URL; explicit settings win, another explicit provider is a conflict."""
+    url = args.orchestrator_url
+    if not url:
+        return choice
+    if directives and choice.provider != "orchestrator":
+        return choice  # the directives chose the provider: they win over flat fields
+    if not directives and args.provider and args.provider != "orchestrator":
+        raise InvalidInput(
+            f"--orchestrator-url (or ORCHESTRATOR_URL) selects the orchestrator provider; "
+            f"it cannot be combined with --provider {args.provider}",
+            field="compute.provider",
+        )
+    return ProviderChoice("orchestrator", {"url": url, **choice.settings})
 
 
 def _common_checks(intent: BuildIntent, *, require_ssh_key: bool) -> BuildIntent:
@@ -204,6 +224,9 @@ def from_flags(
     compute_settings: dict[str, Any] = {
         k: opt_value(v) for k, v in key_values(args.compute_opts, "compute-opt", "compute").items()
     }
+    compute = _orchestrator_choice(
+        ProviderChoice(args.provider or DEFAULT_COMPUTE, compute_settings), args
+    )
     secrets = tuple(key_values(args.secrets, "secret", "secrets").items())
     intent = BuildIntent(
         workspace=args.workspace,
@@ -211,7 +234,7 @@ def from_flags(
         dockerfile=args.dockerfile or "Dockerfile",
         image=image,
         tags=_full_tags(image, args.tags),
-        compute=ProviderChoice(args.provider or DEFAULT_COMPUTE, compute_settings),
+        compute=compute,
         registry=registry,
         ssh_key=Path(args.ssh_key).expanduser() if args.ssh_key else None,
         builder=args.builder or DEFAULT_BUILDER,
@@ -271,7 +294,9 @@ def from_directives(
         dockerfile=d.dockerfile,
         image=image,
         tags=_full_tags(image, list(d.artifact.tags)),
-        compute=ProviderChoice(d.compute.provider, dict(d.compute.settings)),
+        compute=_orchestrator_choice(
+            ProviderChoice(d.compute.provider, dict(d.compute.settings)), args, directives=True
+        ),
         registry=registry,
         ssh_key=Path(args.ssh_key).expanduser() if args.ssh_key else None,
         builder=d.builder,
