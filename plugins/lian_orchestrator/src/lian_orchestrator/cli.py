@@ -267,7 +267,15 @@ def _run(config: Any, address: tuple[str, int], secrets: Secrets, provider: str)
         f"{config.history.location}, {len(config.tokens) or 'no'} caller token(s)\n"
     )
     sys.stderr.flush()
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises a captured SIGTERM/SIGINT after shutting down, which
+            # would kill the process before the final envelope: a signal is a clean stop.
+            getattr(self, "_captured_signals", []).clear()
+
+    server = Server(
         uvicorn.Config(
             make_app(config),
             host=host,
