@@ -22,6 +22,10 @@ from fixtures.ports import free_port
 from lian_build.errors import EXIT_INVALID_INPUT
 
 TOKEN = "serve-test-token-0123456789abcdef"
+# The backend these tests serve: the one compute provider sure to be installed when this
+# plugin runs alone is the orchestrator itself (an orchestrator may front another one).
+# Nothing is spawned here; settings and tiers need no network.
+BACKEND = ["--provider", "orchestrator", "--compute-opt", "url=http://127.0.0.1:9"]
 
 
 def _env(state: Path, **extra: str) -> dict[str, str]:
@@ -102,7 +106,11 @@ def _serve_once(args: list[str], state: Path, **env: str) -> tuple[int, dict, st
         (["--token", "CI Machine=env:T"], {"T": TOKEN}, "token"),
         (["--no-auth", "--listen", "0.0.0.0:9"], {}, "no_auth"),
         (["--listen", "nowhere"], {}, "listen"),
-        (["--token", "ci=env:T", "--compute-opt", "colour=blue"], {"T": TOKEN}, "compute"),
+        (
+            ["--token", "ci=env:T", *BACKEND, "--compute-opt", "colour=blue"],
+            {"T": TOKEN},
+            "compute",
+        ),
         (["--token", "ci=env:T", "--provider", "no-such"], {"T": TOKEN}, "compute.provider"),
     ],
     ids=[
@@ -131,9 +139,7 @@ def test_serve_missing_token_reference_is_a_secret_error(tmp_path):
 
 
 def test_serve_answers_authenticates_and_stops_cleanly(serve):
-    served = serve(
-        ["--provider", "docker-local", "--name", "cli-test"], LIAN_ORCHESTRATOR_TOKEN=TOKEN
-    )
+    served = serve([*BACKEND, "--name", "cli-test"], LIAN_ORCHESTRATOR_TOKEN=TOKEN)
     served.wait_healthy()
     assert httpx.get(served.url + "/v1/tiers").status_code == 401
     answer = httpx.get(served.url + "/v1/tiers", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -142,16 +148,16 @@ def test_serve_answers_authenticates_and_stops_cleanly(serve):
     assert code == 0, stderr
     envelope = json.loads(stdout)
     assert envelope["status"] == "ok"
-    assert envelope["result"]["provider"] == "docker-local"
+    assert envelope["result"]["provider"] == "orchestrator"
     assert TOKEN not in stdout + stderr
     assert "1 caller token(s)" in stderr
 
 
 def test_serve_on_a_taken_port_is_an_error_envelope(serve, tmp_path):
-    first = serve([], LIAN_ORCHESTRATOR_TOKEN=TOKEN)
+    first = serve(BACKEND, LIAN_ORCHESTRATOR_TOKEN=TOKEN)
     first.wait_healthy()
     code, envelope, _ = _serve_once(
-        ["--listen", f"127.0.0.1:{first.port}"], tmp_path, LIAN_ORCHESTRATOR_TOKEN=TOKEN
+        [*BACKEND, "--listen", f"127.0.0.1:{first.port}"], tmp_path, LIAN_ORCHESTRATOR_TOKEN=TOKEN
     )
     assert code == EXIT_INVALID_INPUT
     assert envelope["error"]["field"] == "listen"
@@ -176,7 +182,7 @@ def context(tmp_path: Path) -> Path:
 
 
 def test_plan_sizes_from_the_orchestrators_history(serve, tmp_path, context, monkeypatch):
-    served = serve(["--token", "ci-a=env:CI_A"], CI_A=TOKEN)
+    served = serve([*BACKEND, "--token", "ci-a=env:CI_A"], CI_A=TOKEN)
     served.wait_healthy()
     monkeypatch.setenv("LIAN_STATE_DIR", str(tmp_path / "seeding"))
     feeder = client_provider(served.url, TOKEN)

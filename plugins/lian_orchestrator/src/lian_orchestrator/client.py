@@ -18,6 +18,13 @@ import httpx
 from lian_build import api
 from lian_build.errors import ProvisionError
 from lian_orchestrator import protocol
+from lian_orchestrator.protocol import (
+    CLIENT_BAD_RESPONSE,
+    CLIENT_ERROR,
+    CLIENT_TIMEOUT,
+    CLIENT_UNAUTHORIZED,
+    CLIENT_UNREACHABLE,
+)
 
 log = logging.getLogger("lian.compute.orchestrator")
 
@@ -65,14 +72,14 @@ class OrchestratorClient:
         except httpx.TimeoutException as exc:
             raise ProvisionError(
                 f"the orchestrator did not answer {where} within {timeout:.0f}s",
-                code=protocol.CLIENT_TIMEOUT,
+                code=CLIENT_TIMEOUT,
                 details={"url": self.url},
             ) from exc
         except httpx.HTTPError as exc:
             raise ProvisionError(
                 f"cannot reach the orchestrator at {self.url} ({type(exc).__name__}: {exc}); "
                 "is `lian orchestrator serve` running there?",
-                code=protocol.CLIENT_UNREACHABLE,
+                code=CLIENT_UNREACHABLE,
                 details={"url": self.url},
             ) from exc
         if response.status_code in ok:
@@ -88,7 +95,7 @@ class OrchestratorClient:
             raise ProvisionError(
                 f"the orchestrator answered {where} with something that is not JSON "
                 f"(HTTP {response.status_code}, {len(response.content)} bytes)",
-                code=protocol.CLIENT_BAD_RESPONSE,
+                code=CLIENT_BAD_RESPONSE,
                 details={"url": self.url, "status": response.status_code},
             ) from None
 
@@ -108,7 +115,7 @@ class OrchestratorClient:
             raise ProvisionError(
                 f"the orchestrator at {self.url} refused the token ({self.token_source}): "
                 f"HTTP {status}{': ' + remote_message if remote_message else ''}",
-                code=protocol.CLIENT_UNAUTHORIZED,
+                code=CLIENT_UNAUTHORIZED,
                 details=details,
             )
         said = remote_message or (response.text[:200] if error is None else "")
@@ -116,7 +123,7 @@ class OrchestratorClient:
             f"the orchestrator failed {where}: HTTP {status}"
             + (f" {remote_code}" if remote_code else "")
             + (f": {said}" if said else ""),
-            code=protocol.CLIENT_ERROR,
+            code=CLIENT_ERROR,
             details=details,
         )
 
@@ -126,7 +133,7 @@ class OrchestratorClient:
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise ProvisionError(
                 f"the orchestrator at {self.url} answered {what} in an unknown shape: {exc}",
-                code=protocol.CLIENT_BAD_RESPONSE,
+                code=CLIENT_BAD_RESPONSE,
                 details={"url": self.url},
             ) from None
 

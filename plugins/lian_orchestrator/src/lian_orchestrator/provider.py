@@ -142,7 +142,9 @@ class OrchestratorProvider(api.ComputeProvider):
         return self._client
 
     def spawn(self, request: api.SpawnRequest) -> api.Runner:
-        return self.client().spawn(request, timeout_s=self.settings.spawn_timeout_s)
+        runner = self.client().spawn(request, timeout_s=self.settings.spawn_timeout_s)
+        # The core destroys and inspects it through this provider, whatever made it.
+        return attrs.evolve(runner, provider=self.name)
 
     def destroy(self, runner_id: str) -> None:
         self.client().destroy(runner_id)
