@@ -42,11 +42,24 @@ class OrchestratorClient:
         self._token = token
         self.token_source = token_source  # a reference, for messages
         self.timeout_s = timeout_s
+        self._client: httpx.Client | None = None
 
     def __repr__(self) -> str:
         return f"OrchestratorClient({self.url!r}, token from {self.token_source})"
 
     # ------------------------------------------------------------------ transport
+
+    def _http(self) -> httpx.Client:
+        # One connection pool per client: a new httpx.Client builds a TLS context each
+        # time (tens of ms), and a build makes a dozen requests.
+        if self._client is None:
+            self._client = httpx.Client()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def request(
         self,
@@ -65,10 +78,14 @@ class OrchestratorClient:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         where = f"{method} {self.url}{path}"
         try:
-            with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))) as http:
-                response = http.request(
-                    method, self.url + path, json=body, params=params, headers=headers
-                )
+            response = self._http().request(
+                method,
+                self.url + path,
+                json=body,
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            )
         except httpx.TimeoutException as exc:
             raise ProvisionError(
                 f"the orchestrator did not answer {where} within {timeout:.0f}s",
