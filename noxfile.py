@@ -3,7 +3,8 @@
 - lint, typecheck: ruff and mypy over the core and every plugin.
 - tests: the fast suite in a fresh venv with everything installed.
 - e2e: the slow end-to-end builds (real dockerd, sshd, rsync, buildah, registry).
-- plugins / plugin-<name>: the core plus ONE plugin, installed non-editable (as users
+- plugins / plugin-<name>: the core plus ONE plugin (and a registry plugin where its
+  tests run builds), installed non-editable (as users
   get them), running that plugin's tests; core_alone: the core with no plugin at all.
 """
 
@@ -24,6 +25,9 @@ PLUGINS = {
     "ghcr": "plugins/lian_ghcr",
     "orchestrator": "plugins/lian_orchestrator",
 }
+# A plugin whose tests run `lian build`/`plan` also needs a registry plugin: the
+# orchestrator's CLI tests go through a build with the zot registry plugin.
+PLUGIN_TEST_PEERS = {"orchestrator": ["plugins/lian_zot"]}
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nkeys]"]
 
 
@@ -64,7 +68,8 @@ def e2e(session: nox.Session) -> None:
 @nox.parametrize("name", list(PLUGINS))
 def plugin(session: nox.Session, name: str) -> None:
     """The core and one plugin, non-editable, running that plugin's tests."""
-    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}")
+    peers = (f"./{path}" for path in PLUGIN_TEST_PEERS.get(name, []))
+    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}", *peers)
     session.run("pytest", f"tests/plugins/{name}", "-m", "not e2e", *session.posargs)
 
 
