@@ -4,8 +4,8 @@
 - tests: the fast suite in a fresh venv with everything installed.
 - e2e: the slow end-to-end builds (real dockerd, sshd, rsync, buildah, registry).
 - plugins / plugin-<name>: the core plus ONE plugin (and a registry plugin where its
-  tests run builds), installed non-editable (as users
-  get them), running that plugin's tests; core_alone: the core with no plugin at all.
+  tests run builds), installed non-editable (as users get them), running that plugin's
+  tests; core_alone: the core with no plugin at all.
 """
 
 from __future__ import annotations
