@@ -3,8 +3,9 @@
 - lint, typecheck: ruff and mypy over the core and every plugin.
 - tests: the fast suite in a fresh venv with everything installed.
 - e2e: the slow end-to-end builds (real dockerd, sshd, rsync, buildah, registry).
-- plugins / plugin-<name>: the core plus ONE plugin, installed non-editable (as users
-  get them), running that plugin's tests; core_alone: the core with no plugin at all.
+- plugins / plugin-<name>: the core plus ONE plugin (and a registry plugin where its
+  tests run builds), installed non-editable (as users get them), running that plugin's
+  tests; core_alone: the core with no plugin at all.
 - plugin_lowest-<name>: the same with the LOWEST versions the plugin declares for its
   third-party dependencies (``name>=X`` installed as ``name==X``).
 """
@@ -24,11 +25,15 @@ PLUGINS = {
     "zot": "plugins/lian_zot",
     "harbor": "plugins/lian_harbor",
     "ghcr": "plugins/lian_ghcr",
+    "orchestrator": "plugins/lian_orchestrator",
 }
 # docker: the cloud imitations start real runner containers for their servers/VMs.
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nkeys]", "docker>=7"]
 # Plugins whose declared lower bounds are tested (their SDKs change under them).
 LOWEST = ["hcloud", "proxmox"]
+# A plugin whose tests run `lian build`/`plan` also needs a registry plugin: the
+# orchestrator's CLI tests go through a build with the zot registry plugin.
+PLUGIN_TEST_PEERS = {"orchestrator": ["plugins/lian_zot"]}
 
 
 @nox.session
@@ -68,7 +73,8 @@ def e2e(session: nox.Session) -> None:
 @nox.parametrize("name", list(PLUGINS))
 def plugin(session: nox.Session, name: str) -> None:
     """The core and one plugin, non-editable, running that plugin's tests."""
-    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}")
+    peers = (f"./{path}" for path in PLUGIN_TEST_PEERS.get(name, []))
+    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}", *peers)
     session.run("pytest", f"tests/plugins/{name}", "-m", "not e2e", *session.posargs)
 
 

@@ -20,9 +20,10 @@ PLUGIN_PACKAGES = {
     "lian_zot",
     "lian_harbor",
     "lian_ghcr",
+    "lian_orchestrator",
 }
 PROVIDER_SDKS = {"hcloud", "proxmoxer", "docker"}
-HEAVY = {"hcloud", "proxmoxer", "docker", "paramiko", "nats", "httpx"}
+HEAVY = {"hcloud", "proxmoxer", "docker", "paramiko", "nats", "httpx", "starlette", "uvicorn"}
 
 
 def _core_files() -> list[Path]:

@@ -1,5 +1,5 @@
 """The core works with no provider plugin present (nox -s core_alone installs it alone;
-in the full environment the six plugins are blocked instead)."""
+in the full environment the provider plugins are blocked instead)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from fixtures.fake_dists import run_lian
 from fixtures.keys import write_private_key
 
-SIX = "hcloud,proxmox,docker-local,zot,harbor,ghcr"
+SIX = "hcloud,proxmox,docker-local,zot,harbor,ghcr,orchestrator"
 
 
 def test_help_and_plugins_without_providers():

@@ -52,7 +52,7 @@ class Flag:
         return "--" + self.name.replace("_", "-")
 
 
-# The 26 flags of `lian build` and `lian plan`, declared once.
+# The flags of `lian build` and `lian plan`, declared once.
 BUILD_FLAGS: tuple[Flag, ...] = (
     Flag("workspace", "Workspace name (cache namespace).", "workspace", env="BUILDKIT_WORKSPACE"),
     Flag("context", "Build context directory.", "context"),
@@ -110,6 +110,14 @@ BUILD_FLAGS: tuple[Flag, ...] = (
         env="BUILDKIT_RUNNER_IMAGE",
     ),
     Flag("tier", "Start at this tier of the provider's ladder.", "runner.tier", PROVIDER_PANEL),
+    # The seed's orchestrator: selects the `orchestrator` compute provider with this URL.
+    Flag(
+        "orchestrator_url",
+        "Orchestrator to provision through (selects --provider orchestrator).",
+        None,
+        PROVIDER_PANEL,
+        env="ORCHESTRATOR_URL",
+    ),
     Flag("nats_url", "Publish lifecycle events here.", "events.url", EVENTS_PANEL, env="NATS_URL"),
     Flag(
         "nats_nkey_seed", "NATS nkey seed.", None, EVENTS_PANEL, env="NATS_NKEY_SEED", secret=True
@@ -233,12 +241,35 @@ def _given(value: Any) -> bool:
     return value not in (None, [], ())
 
 
+def _compute_provider(values: Mapping[str, Any]) -> str:
+    """``--orchestrator-url`` / ``ORCHESTRATOR_URL`` select the ``orchestrator`` provider;
+    another explicit ``--provider`` is a conflict (a directives file decides for itself)."""
+    provider = values.get("provider")
+    if not values.get("orchestrator_url"):
+        return str(provider or DEFAULT_COMPUTE)
+    if provider and provider != "orchestrator" and not values.get("directives"):
+        raise InvalidInput(
+            "--orchestrator-url (or ORCHESTRATOR_URL) selects the orchestrator provider; "
+            f"it cannot be combined with --provider {provider}",
+            field="compute.provider",
+        )
+    return "orchestrator"
+
+
+def _with_orchestrator_url(data: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """The URL fills an orchestrator provider's ``url`` unless a setting names it."""
+    compute = data.get("compute")
+    if url and isinstance(compute, dict) and compute.get("provider") == "orchestrator":
+        compute.setdefault("url", url)
+    return data
+
+
 def flags_to_directives(
     values: Mapping[str, Any], settings_class: Callable[[str, str], Any]
 ) -> dict[str, Any]:
     """The directives-shaped dict that flags describe (fields not given stay absent)."""
     data: dict[str, Any] = {
-        "compute": {"provider": values.get("provider") or DEFAULT_COMPUTE},
+        "compute": {"provider": _compute_provider(values)},
         "registry": {"provider": values.get("registry") or DEFAULT_REGISTRY},
     }
     for flag in BUILD_FLAGS:
@@ -264,7 +295,7 @@ def flags_to_directives(
         elif flag.many:
             value = list(value)
         _set(data, flag.target, value)
-    return data
+    return _with_orchestrator_url(data, values.get("orchestrator_url"))
 
 
 def _present(data: Mapping[str, Any], path: str) -> bool:
@@ -360,7 +391,7 @@ def resolve(
         ignored = overridden_flags(values, file_data)
         if ignored and warn is not None:
             warn(f"the directives file {path} overrides {', '.join(ignored)}")
-        data = _merge(flag_data, file_data)
+        data = _with_orchestrator_url(_merge(flag_data, file_data), values.get("orchestrator_url"))
         source = f"directives:{path}"
     else:
         missing = [n for n in ("workspace", "context", "image") if not values.get(n)]
