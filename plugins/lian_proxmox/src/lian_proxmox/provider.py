@@ -1,9 +1,10 @@
 """Proxmox VE compute provider: each runner is a clone of a cloud-init VM template.
 
-spawn: next free id -> clone (task) -> config (size, cloud-init user/key/network, tags,
-labels as JSON in the description) -> start (task) -> guest agent reports an IPv4 ->
-session host key installed through the agent (see ``agent``). A failure after the
-clone was requested stops and destroys the VM before the error is raised.
+spawn: next free id -> clone (task; name and description with the labels as JSON) ->
+config (size, cloud-init user/key/network, ciupgrade=0, tags) -> start (task) -> guest
+agent reports an IPv4 -> cloud-init finished -> session host key installed through the
+agent (see ``agent``). A failure after the clone stops and destroys the VM before the
+error is raised; a VM id is destroyed only when this session verifiably created it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import attrs
 from lian_build import api
 from lian_build.errors import InvalidInput, LianError
 from lian_proxmox import agent
-from lian_proxmox.client import ApiFailure, Session
+from lian_proxmox.client import ApiFailure, Session, TaskFailed
 
 log = logging.getLogger("lian.compute.proxmox")
 
@@ -34,6 +35,8 @@ DEFAULT_TIERS: tuple[api.Tier, ...] = (
 
 # Every VM this provider creates carries this Proxmox tag; listing looks for it.
 LIAN_TAG = "lian"
+# Clone attempts when a concurrent client takes the id /cluster/nextid gave us.
+CLONE_ATTEMPTS = 5
 
 _TOKEN_ID = re.compile(r"^[^\s@!=]+@[^\s@!=]+![A-Za-z][A-Za-z0-9._-]*$")
 _TAG_INVALID = re.compile(r"[^a-z0-9_+.-]")
@@ -74,11 +77,16 @@ class ProxmoxSettings:
     # A reference ("scheme:rest"), resolved only when the API is called.
     token_ref: str = "env:PROXMOX_TOKEN"  # noqa: S105
     verify_ssl: bool = True
+    # The node's CA certificate (PEM); a default install's certificate is self-signed.
+    ca_file: str | None = None
     full_clone: bool = False
     storage: str | None = attrs.field(default=None)  # target storage, full clones only
     ssh_user: str = "root"
     bridge: str | None = None  # replaces net0 with "virtio,bridge=<bridge>" when set
     ipconfig0: str = "ip=dhcp"
+    # PVE >= 8.1 defaults ciupgrade to 1 (apt upgrade at first boot); None: do not send
+    # it (older PVE rejects the key).
+    ciupgrade: bool | None = False
     kind: Literal["qemu", "lxc"] = "qemu"
     wait_timeout_s: float = attrs.field(default=300.0, validator=_check_positive)
     poll_interval: float = attrs.field(default=1.0, validator=_check_positive)
@@ -123,28 +131,15 @@ class ProxmoxProvider(api.ComputeProvider):
                 field="compute.kind",
             )
         session = self._session()
-        with session.call("GET /cluster/nextid"):
-            vmid = int(session.api.cluster.nextid.get())
-        name = vm_name(request.session_id)
-        log.info("cloning template %s into VM %s (%s)", self.settings.template_id, vmid, name)
-        with session.call("POST clone"):
-            upid = session.node.qemu(self.settings.template_id).clone.post(
-                newid=vmid,
-                name=name,
-                full=int(self.settings.full_clone),
-                storage=self.settings.storage,
-            )
+        created = dt.datetime.now(dt.UTC)
+        vmid = self._clone(session, request, created)
         try:
-            session.wait_task(upid)
             host = self._configure_and_boot(session, vmid, request)
         except BaseException as exc:
-            # Cancellation included: a VM left behind costs money and holds an id.
+            # Cancellation included: a VM left behind costs money and holds an id. The
+            # clone task succeeded, so this id is ours.
             log.warning("spawn of VM %s failed (%s); destroying it", vmid, _summary(exc))
-            try:
-                self._destroy(session, vmid)
-            except LianError as cleanup:
-                # Tagged "lian" with labels in its description: reaping still finds it.
-                log.error("could not destroy VM %s after a failed spawn: %s", vmid, cleanup.message)
+            self._destroy_after_failure(session, vmid)
             raise
         return api.Runner(
             id=str(vmid),
@@ -156,6 +151,78 @@ class ProxmoxProvider(api.ComputeProvider):
             tier=request.tier,
             labels=dict(request.labels),
         )
+
+    def _clone(self, session: Session, request: api.SpawnRequest, created: dt.datetime) -> int:
+        """Clone the template into a free id and return it.
+
+        ``/cluster/nextid`` reserves nothing: another client may clone into the same id
+        between our read and our clone (the POST then answers "already exists", or the
+        task fails with "config file already exists"). That id is not ours, so it is
+        never destroyed; the next free id is tried instead.
+        """
+        name = vm_name(request.session_id)
+        description = describe(request.labels, created, request.expires_at)
+        for attempt in range(1, CLONE_ATTEMPTS + 1):
+            with session.call("GET /cluster/nextid"):
+                vmid = int(session.api.cluster.nextid.get())
+            log.info("cloning template %s into VM %s (%s)", self.settings.template_id, vmid, name)
+            try:
+                with session.call("POST clone"):
+                    upid = session.node.qemu(self.settings.template_id).clone.post(
+                        newid=vmid,
+                        name=name,
+                        # Marks the VM as lian's from its first moment (clone takes no tags).
+                        description=description,
+                        full=int(self.settings.full_clone),
+                        storage=self.settings.storage,
+                    )
+            except ApiFailure as exc:
+                if _id_taken(exc.reason) and attempt < CLONE_ATTEMPTS:
+                    log.info("VM id %s was taken meanwhile; trying the next free id", vmid)
+                    continue
+                raise
+            try:
+                session.wait_task(upid)
+            except TaskFailed as exc:
+                if _id_taken(exc.exitstatus):
+                    if attempt < CLONE_ATTEMPTS:
+                        log.info("VM id %s was taken by a concurrent clone; retrying", vmid)
+                        continue
+                    raise
+                # Proxmox removes a half-made clone itself; remove it only if it is ours.
+                self._destroy_if_ours(session, vmid, name, description)
+                raise
+            except BaseException:
+                # Cancelled while the clone ran: the VM at vmid may be ours, or someone
+                # else's after a collision. Destroy it only if it verifiably is ours.
+                self._destroy_if_ours(session, vmid, name, description)
+                raise
+            return vmid
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _destroy_if_ours(self, session: Session, vmid: int, name: str, description: str) -> None:
+        """Destroy ``vmid`` only if it has the name and the description (labels, creation
+        time to the microsecond) this spawn gave its clone."""
+        try:
+            with session.call(f"GET config of {vmid}"):
+                config = self._guest(session, vmid).config.get()
+        except ApiFailure as exc:
+            if not exc.missing:
+                log.error("could not check VM %s before cleanup: %s", vmid, exc.message)
+            return
+        found = read_description(str(config.get("description", "")))
+        ours = config.get("name") == name and found == read_description(description)
+        if not ours:
+            log.warning("VM %s is not this session's; leaving it alone", vmid)
+            return
+        self._destroy_after_failure(session, vmid)
+
+    def _destroy_after_failure(self, session: Session, vmid: int) -> None:
+        try:
+            self._destroy(session, vmid)
+        except LianError as cleanup:
+            # Labelled in its description (and named lian-*): reaping still finds it.
+            log.error("could not destroy VM %s after a failed spawn: %s", vmid, cleanup.message)
 
     def _configure_and_boot(self, session: Session, vmid: int, request: api.SpawnRequest) -> str:
         guest = self._guest(session, vmid)
@@ -170,7 +237,6 @@ class ProxmoxProvider(api.ComputeProvider):
         return address
 
     def _config(self, request: api.SpawnRequest) -> dict[str, Any]:
-        created = dt.datetime.now(dt.UTC)
         config: dict[str, Any] = {
             "cores": request.tier.cpu,
             "memory": round(request.tier.memory_gb * 1024),  # MiB
@@ -180,8 +246,10 @@ class ProxmoxProvider(api.ComputeProvider):
             "sshkeys": quote(request.authorized_key.strip(), safe=""),
             "ipconfig0": self.settings.ipconfig0,
             "tags": ";".join(vm_tags(request.session_id)),
-            "description": describe(request.labels, created, request.expires_at),
         }
+        if self.settings.ciupgrade is not None:
+            # PVE defaults to 1: a full package upgrade on every runner's first boot.
+            config["ciupgrade"] = int(self.settings.ciupgrade)
         if self.settings.bridge:
             config["net0"] = f"virtio,bridge={self.settings.bridge}"
         return config
@@ -221,7 +289,12 @@ class ProxmoxProvider(api.ComputeProvider):
             if (
                 resource.get("type") != kind
                 or resource.get("node") != self.settings.node
-                or LIAN_TAG not in _split_tags(resource.get("tags", ""))
+                # The tag arrives with the config; a VM killed between clone and
+                # config has only its name and description.
+                or not (
+                    LIAN_TAG in _split_tags(resource.get("tags", ""))
+                    or str(resource.get("name", "")).startswith("lian-")
+                )
             ):
                 continue
             vmid = int(resource["vmid"])
@@ -258,7 +331,7 @@ class ProxmoxProvider(api.ComputeProvider):
             node=s.node,
             token_id=s.token_id,
             token=self.secrets(s.token_ref),
-            verify_ssl=s.verify_ssl,
+            verify_ssl=s.ca_file or s.verify_ssl,
             wait_timeout_s=s.wait_timeout_s,
             poll_interval=s.poll_interval,
         )
@@ -313,6 +386,12 @@ def read_description(raw: str) -> tuple[dict[str, str], dt.datetime | None] | No
     except (KeyError, TypeError, ValueError):
         created = None
     return labels, created
+
+
+def _id_taken(reason: str) -> bool:
+    # POST: "unable to create VM 100: config file already exists" / "VM 100 already exists";
+    # inside the qmclone task: "... config file already exists".
+    return "already exists" in reason
 
 
 def _vmid(runner_id: str) -> int:
