@@ -51,12 +51,21 @@ def e2e(
     run = lian(env.flags("base", ctx, base))
     assert run.returncode == 0, run.stderr
     yield env
-    leftovers = env.runners()
+    # Only this session's workspaces: other builds share the Docker engine.
+    leftovers = [
+        c for c in env.runners() if c.labels.get("lian.workspace") in {"base", *_WORKSPACES}
+    ]
     for container in leftovers:
         container.remove(force=True)
     assert not leftovers, f"runners leaked: {[c.name for c in leftovers]}"
 
 
+# Workspaces handed out in this session (the leak check looks at these only).
+_WORKSPACES: set[str] = set()
+
+
 @pytest.fixture
 def workspace() -> str:
-    return "e2e-" + uuid.uuid4().hex[:8]
+    name = "e2e-" + uuid.uuid4().hex[:8]
+    _WORKSPACES.add(name)
+    return name
