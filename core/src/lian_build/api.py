@@ -152,6 +152,15 @@ class ComputeProvider(abc.ABC):
         """Provider facts for ``lian plan`` (no network). Default: nothing more."""
         return {}
 
+    def check_runner_image(self) -> dict[str, Any]:
+        """``lian runner-image check --provider NAME``: whether what runners boot from
+        (image, snapshot, template) meets the runner requirements. Returns JSON-ready
+        facts with ``problems`` (each makes the check fail) and ``warnings`` (lists of
+        strings). Default: the provider cannot check."""
+        from lian_build.errors import PluginError
+
+        raise PluginError(f"compute provider {self.name!r} cannot check its runner image")
+
 
 # --------------------------------------------------------------------------- registry
 

@@ -305,7 +305,7 @@ class FakeProxmox:
                 return self._clone(self._vm(vmid), one)
             case ("GET", ["config"]):
                 vm = self._vm(vmid)
-                return {**vm.config, "digest": "0" * 40}
+                return {**vm.config, **({"template": 1} if vm.template else {}), "digest": "0" * 40}
             case ("PUT", ["config"]):
                 return self._set_config(self._vm(vmid), one)
             case ("GET", ["status", "current"]):

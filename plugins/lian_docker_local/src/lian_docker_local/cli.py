@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from lian_build.errors import LianError, ProvisionError
+from lian_build.errors import InvalidInput, LianError, ProvisionError
 from lian_docker_local.engine import connect, missing_image_error
 
 ENVELOPE_VERSION = "1"
@@ -92,26 +92,65 @@ def build(
 
 
 def check(
+    ctx: typer.Context,
     tag: Annotated[str, typer.Option(help="Image to check.")] = "lian-runner:debian",
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    provider: Annotated[
+        str, typer.Option(help="Compute provider whose runner image (template) to check.")
+    ] = "docker-local",
+    compute_opt: Annotated[
+        list[str], typer.Option("--compute-opt", help="KEY=VALUE compute setting; repeatable.")
+    ] = [],  # noqa: B006
 ) -> None:
     """Check that a runner image exists and has sshd, rsync, a builder and a shell."""
     command_name = "runner-image check"
     try:
-        result = _check_image(tag, docker_host)
+        if provider != "docker-local":
+            result = _check_with_provider(ctx.obj, provider, compute_opt)
+        else:
+            result = _check_image(tag, docker_host)
     except LianError as exc:
         _fail(command_name, exc)
     if result["problems"]:
         _fail(
             command_name,
             ProvisionError(
-                f"runner image {tag!r} is not usable: {'; '.join(result['problems'])}",
+                f"runner image {result.get('image', tag)!r} is not usable: "
+                f"{'; '.join(result['problems'])}",
                 details=result,
             ),
         )
     _emit(command_name, "ok", {"result": result})
+
+
+def _check_with_provider(host: Any, provider: str, compute_opt: list[str]) -> dict[str, Any]:
+    """Other providers check what their runners boot from (``check_runner_image``).
+    ``host`` is the CLI's plugin host (the typer context object)."""
+    settings: dict[str, Any] = {}
+    for item in compute_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--compute-opt expects KEY=VALUE, got {item!r}", field="compute")
+        lowered = value.lower()
+        settings[key] = (
+            lowered == "true"
+            if lowered in ("true", "false")
+            else int(value)
+            if value.isdigit()
+            else value
+        )
+    resolvers = host.secret_resolvers()
+
+    def lookup(reference: str) -> str:
+        scheme, sep, rest = reference.partition(":")
+        if not sep or scheme not in resolvers:
+            raise InvalidInput(f"unknown secret reference scheme in {reference!r}")
+        return str(resolvers[scheme].resolve(rest))
+
+    compute = host.compute_provider(provider, settings, lookup)
+    return {"provider": provider, **compute.check_runner_image()}
 
 
 def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:

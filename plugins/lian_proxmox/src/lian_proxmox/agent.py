@@ -98,6 +98,17 @@ def run(
 ) -> int:
     """Run argv in the guest (no shell unless argv starts one); its exit code must be in
     ``accept``. Returns the exit code."""
+    exit_code, _out, stderr = execute(session, guest, argv)
+    if exit_code not in accept:
+        raise ProvisionError(
+            f"guest command {shlex.join(argv)[:200]} exited with {exit_code}"
+            + (f": {stderr.strip()[-300:]}" if stderr.strip() else "")
+        )
+    return exit_code
+
+
+def execute(session: Session, guest: Resource, argv: list[str]) -> tuple[int, str, str]:
+    """Run argv in the guest; (exit code, stdout, stderr) once it has finished."""
     with session.call(f"POST agent/exec {argv[0]}"):
         started = guest.agent.exec.post(command=argv)
     pid = int(started["pid"])
@@ -108,14 +119,11 @@ def run(
         return data if data.get("exited") else None
 
     final = poll(status, deadline=session.deadline(), what=f"guest command {argv[0]!r} to finish")
-    exit_code = final.get("exitcode")
-    if exit_code not in accept:
-        stderr = str(final.get("err-data", "")).strip()[-300:]
-        raise ProvisionError(
-            f"guest command {shlex.join(argv)[:200]} exited with {exit_code}"
-            + (f": {stderr}" if stderr else "")
-        )
-    return int(exit_code)
+    return (
+        int(final.get("exitcode", -1)),
+        str(final.get("out-data", "")),
+        str(final.get("err-data", "")),
+    )
 
 
 def install_host_key(session: Session, guest: Resource, host_key: HostKey) -> None:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import attrs
 
 from lian_build import api
-from lian_build.errors import InvalidInput, LianError
+from lian_build.errors import InvalidInput, LianError, ProvisionError
 from lian_proxmox import agent
 from lian_proxmox.client import ApiFailure, Session, TaskFailed
 
@@ -37,6 +38,21 @@ DEFAULT_TIERS: tuple[api.Tier, ...] = (
 LIAN_TAG = "lian"
 # Clone attempts when a concurrent client takes the id /cluster/nextid gave us.
 CLONE_ATTEMPTS = 5
+# buildah from here on reuses the registry cache after ARG steps (Debian 13 trixie).
+BUILDAH_CACHING = (1, 39)
+CHECK_WORKSPACE = "runner-image-check"
+_DRIVE = re.compile(r"(ide|sata|scsi|virtio)\d+")
+# name=value lines; sshd is looked up where Debian puts it as well.
+_PROBE_SCRIPT = r"""
+for tool in rsync buildah buildctl cloud-init qemu-ga; do
+  printf '%s=%s\n' "$tool" "$(command -v "$tool" || true)"
+done
+if [ -x /usr/sbin/sshd ]; then echo sshd=/usr/sbin/sshd
+else echo "sshd=$(command -v sshd || true)"; fi
+printf 'buildah_version=%s\n' "$(buildah --version 2>/dev/null | awk '{print $3}')"
+if grep -qsE '^Include /etc/ssh/sshd_config.d/\*.conf' /etc/ssh/sshd_config; then
+  echo sshd_dropins=yes; else echo sshd_dropins=; fi
+"""
 
 _TOKEN_ID = re.compile(r"^[^\s@!=]+@[^\s@!=]+![A-Za-z][A-Za-z0-9._-]*$")
 _TAG_INVALID = re.compile(r"[^a-z0-9_+.-]")
@@ -324,6 +340,90 @@ class ProxmoxProvider(api.ComputeProvider):
             raise
         return api.RunnerState(exists=True, running=status.get("status") == "running")
 
+    # ------------------------------------------------------------------ runner-image check
+
+    def check_runner_image(self) -> dict[str, Any]:
+        """Check the template: its config (cloud-init drive), then a throwaway clone booted
+        the way a build boots one (guest agent, cloud-init, host key through sshd's
+        drop-ins), probed through the agent for sshd, rsync and a builder; destroyed."""
+        s = self.settings
+        session = self._session()
+        with session.call("GET template config"):
+            config = self._guest(session, s.template_id).config.get()
+        problems: list[str] = []
+        warnings: list[str] = []
+        drives = sorted(
+            k for k, v in config.items() if _DRIVE.fullmatch(k) and "cloudinit" in str(v)
+        )
+        if not drives:
+            problems.append(
+                f"VM {s.template_id} has no cloud-init drive "
+                f"(qm set {s.template_id} --ide2 <storage>:cloudinit)"
+            )
+        if str(config.get("template", "0")) != "1":
+            (warnings if s.full_clone else problems).append(
+                f"VM {s.template_id} is not a template: linked clones need one "
+                f"(qm template {s.template_id}), or set full_clone = true"
+            )
+        result: dict[str, Any] = {
+            "template_id": s.template_id,
+            "name": config.get("name"),
+            "cloud_init_drives": drives,
+        }
+        if problems:  # a clone could not boot as a runner: say why without trying
+            return {**result, "booted": False, "tools": {}, "problems": problems,
+                    "warnings": warnings}  # fmt: skip
+        tools = self._probe_clone(session)
+        for tool in ("sshd", "rsync"):
+            if not tools.get(tool):
+                problems.append(f"no {tool} in the template")
+        if not (tools.get("buildah") or tools.get("buildctl")):
+            problems.append("no builder (buildah or buildctl) in the template")
+        if not tools.get("sshd_dropins"):
+            problems.append(
+                "sshd does not read /etc/ssh/sshd_config.d/*.conf (the host key goes in there)"
+            )
+        version = _version(tools.get("buildah_version", ""))
+        if tools.get("buildah") and version < BUILDAH_CACHING:
+            warnings.append(
+                f"buildah {tools.get('buildah_version') or '?'} misses the remote layer cache "
+                "after ARG steps and reads only the last --cache-from; buildah 1.39 or later "
+                "(Debian 13 trixie) caches"
+            )
+        return {**result, "booted": True, "tools": tools, "problems": problems,
+                "warnings": warnings}  # fmt: skip
+
+    def _probe_clone(self, session: Session) -> dict[str, str]:
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(minutes=30)
+        session_id = "check" + secrets.token_hex(4)
+        request = api.SpawnRequest(
+            session_id=session_id,
+            workspace=CHECK_WORKSPACE,
+            tier=self.tiers()[0],
+            labels={
+                "lian.managed": "true",
+                "lian.session": session_id,
+                "lian.workspace": CHECK_WORKSPACE,
+                "lian.expires-at": str(int(expires.timestamp())),
+            },
+            authorized_key=_throwaway_key().public_openssh,
+            host_key=_throwaway_key(),
+            runner_image=None,
+            expires_at=expires,
+        )
+        runner = self.spawn(request)
+        try:
+            guest = self._guest(session, int(runner.id))
+            code, out, err = agent.execute(session, guest, ["sh", "-c", _PROBE_SCRIPT])
+        finally:
+            self.destroy(runner.id)
+        if code != 0:
+            raise ProvisionError(
+                f"the probe in a clone of the template exited {code}: {err[-300:]}"
+            )
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
     def _session(self) -> Session:
         s = self.settings
         return Session(
@@ -386,6 +486,30 @@ def read_description(raw: str) -> tuple[dict[str, str], dt.datetime | None] | No
     except (KeyError, TypeError, ValueError):
         created = None
     return labels, created
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", text)[:3]
+    return tuple(int(p) for p in parts) if parts else (0,)
+
+
+def _throwaway_key() -> api.HostKey:
+    """An ed25519 pair for the check's clone (nobody logs in with it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return api.HostKey(private_openssh=private, public_openssh=public)
 
 
 def _id_taken(reason: str) -> bool:
