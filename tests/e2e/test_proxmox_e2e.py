@@ -106,3 +106,18 @@ def test_a_failed_first_boot_is_one_error_envelope_and_no_vm(
     assert run.envelope["error"]["code"] == "RUNNER_NOT_READY"
     assert not pve.fake.guests()
     assert pve.fake.token not in run.stdout + run.stderr
+
+
+def test_runner_image_check_boots_a_clone_and_reports_one_envelope(pve: ServedPve) -> None:
+    # `runner-image` is a command of lian-build-docker-local: installed here, not in the
+    # proxmox plugin's own session.
+    args = ["runner-image", "check", "--provider", "proxmox", *pve.compute_opts()]
+    run = lian(args, env=pve.env)
+    assert run.returncode == 0, run.stderr
+    assert (run.envelope["command"], run.envelope["status"]) == ("runner-image check", "ok")
+    result = run.envelope["result"]
+    assert (result["provider"], result["booted"], result["problems"]) == ("proxmox", True, [])
+    assert result["tools"]["sshd"] == "/usr/sbin/sshd"
+    assert any("1.39" in w for w in result["warnings"])  # bookworm's buildah 1.28
+    assert len(pve.fake.calls("POST", r"/clone$")) == 1
+    assert pve.fake.token not in run.stdout + run.stderr

@@ -91,6 +91,9 @@ class Runner:
     # Run over SSH before the build and waited for, e.g. ("cloud-init", "status", "--wait")
     # on machines that install their tools at first boot.
     ready_command: tuple[str, ...] = ()
+    # What the machine booted from (an image name, a snapshot "id (description)"),
+    # reported in the result envelope as ``runner_image``.
+    image: str | None = None
 
 
 @attrs.frozen
@@ -152,14 +155,25 @@ class ComputeProvider(abc.ABC):
         """Provider facts for ``lian plan`` (no network). Default: nothing more."""
         return {}
 
-    def check_runner_image(self) -> dict[str, Any]:
-        """``lian runner-image check --provider NAME``: whether what runners boot from
-        (image, snapshot, template) meets the runner requirements. Returns JSON-ready
-        facts with ``problems`` (each makes the check fail) and ``warnings`` (lists of
-        strings). Default: the provider cannot check."""
-        from lian_build.errors import PluginError
+    def estimate_cost(self, tier: Tier, seconds: float) -> dict[str, Any] | None:
+        """What ``seconds`` of a runner of ``tier`` cost, or None when prices are unknown.
 
-        raise PluginError(f"compute provider {self.name!r} cannot check its runner image")
+        No network (``lian plan`` calls it): prices the provider read earlier in this
+        process, a cache, or a bundled table. A dict with at least ``currency``,
+        ``amount_net`` and ``price_source``.
+        """
+        return None
+
+    def build_runner_image(self, options: Mapping[str, str]) -> dict[str, Any]:
+        """``lian runner-image build --provider NAME``: make a runner image on this
+        provider (a snapshot, a template) and return facts for the envelope. Raise
+        ProvisionError. Default: the provider has no runner images of its own."""
+        raise NotImplementedError
+
+    def check_runner_image(self, options: Mapping[str, str]) -> dict[str, Any]:
+        """``lian runner-image check --provider NAME``: facts about the runner image this
+        provider would boot, with ``problems`` (a list, empty when usable)."""
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- registry

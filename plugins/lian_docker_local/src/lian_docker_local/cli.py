@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from lian_build.errors import InvalidInput, LianError, ProvisionError
+from lian_build.errors import LianError, ProvisionError
 from lian_docker_local.engine import connect, missing_image_error
 
 ENVELOPE_VERSION = "1"
@@ -28,6 +28,9 @@ done
 if [ -x /usr/sbin/sshd ]; then echo sshd=/usr/sbin/sshd; else echo sshd=; fi
 if [ -w /tmp ]; then echo tmp_writable=yes; else echo tmp_writable=; fi
 """
+
+
+PROVIDER_HELP = "Compute provider whose runner image to make or check (e.g. hcloud)."
 
 
 class Recipe(enum.StrEnum):
@@ -62,10 +65,16 @@ def build(
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "docker-local",
+    compute_opt: Annotated[
+        list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
+    ] = None,
 ) -> None:
     """Build a runner image from a recipe, streaming the build output to stderr."""
     image = tag or f"lian-runner:{recipe.value}"
     command_name = "runner-image build"
+    if provider != "docker-local":
+        _on_provider(command_name, provider, compute_opt or [])
     env = dict(os.environ)
     if docker_host:
         env["DOCKER_HOST"] = docker_host
@@ -92,65 +101,32 @@ def build(
 
 
 def check(
-    ctx: typer.Context,
     tag: Annotated[str, typer.Option(help="Image to check.")] = "lian-runner:debian",
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
-    provider: Annotated[
-        str, typer.Option(help="Compute provider whose runner image (template) to check.")
-    ] = "docker-local",
+    provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "docker-local",
     compute_opt: Annotated[
-        list[str], typer.Option("--compute-opt", help="KEY=VALUE compute setting; repeatable.")
-    ] = [],  # noqa: B006
+        list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
+    ] = None,
 ) -> None:
     """Check that a runner image exists and has sshd, rsync, a builder and a shell."""
     command_name = "runner-image check"
+    if provider != "docker-local":
+        _on_provider(command_name, provider, compute_opt or [])
     try:
-        if provider != "docker-local":
-            result = _check_with_provider(ctx.obj, provider, compute_opt)
-        else:
-            result = _check_image(tag, docker_host)
+        result = _check_image(tag, docker_host)
     except LianError as exc:
         _fail(command_name, exc)
     if result["problems"]:
         _fail(
             command_name,
             ProvisionError(
-                f"runner image {result.get('image', tag)!r} is not usable: "
-                f"{'; '.join(result['problems'])}",
+                f"runner image {tag!r} is not usable: {'; '.join(result['problems'])}",
                 details=result,
             ),
         )
     _emit(command_name, "ok", {"result": result})
-
-
-def _check_with_provider(host: Any, provider: str, compute_opt: list[str]) -> dict[str, Any]:
-    """Other providers check what their runners boot from (``check_runner_image``).
-    ``host`` is the CLI's plugin host (the typer context object)."""
-    settings: dict[str, Any] = {}
-    for item in compute_opt:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--compute-opt expects KEY=VALUE, got {item!r}", field="compute")
-        lowered = value.lower()
-        settings[key] = (
-            lowered == "true"
-            if lowered in ("true", "false")
-            else int(value)
-            if value.isdigit()
-            else value
-        )
-    resolvers = host.secret_resolvers()
-
-    def lookup(reference: str) -> str:
-        scheme, sep, rest = reference.partition(":")
-        if not sep or scheme not in resolvers:
-            raise InvalidInput(f"unknown secret reference scheme in {reference!r}")
-        return str(resolvers[scheme].resolve(rest))
-
-    compute = host.compute_provider(provider, settings, lookup)
-    return {"provider": provider, **compute.check_runner_image()}
 
 
 def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:
@@ -191,6 +167,26 @@ def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:
         },
         "problems": problems,
     }
+
+
+def _on_provider(command_name: str, provider: str, compute_opts: list[str]) -> NoReturn:
+    """Another provider's runner images (ComputeProvider.build/check_runner_image)."""
+    from lian_build.runner_images import on_provider
+
+    try:
+        result = on_provider(command_name.split()[-1], provider, compute_opts, {})
+    except LianError as exc:
+        _fail(command_name, exc)
+    if result.get("problems"):
+        _fail(
+            command_name,
+            ProvisionError(
+                f"{provider} runner image is not usable: {'; '.join(result['problems'])}",
+                details=result,
+            ),
+        )
+    _emit(command_name, "ok", {"result": result})
+    raise typer.Exit(0)
 
 
 def _stream(argv: list[str], env: dict[str, str]) -> int:

@@ -342,7 +342,7 @@ class ProxmoxProvider(api.ComputeProvider):
 
     # ------------------------------------------------------------------ runner-image check
 
-    def check_runner_image(self) -> dict[str, Any]:
+    def check_runner_image(self, options: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Check the template: its config (cloud-init drive), then a throwaway clone booted
         the way a build boots one (guest agent, cloud-init, host key through sshd's
         drop-ins), probed through the agent for sshd, rsync and a builder; destroyed."""
