@@ -34,6 +34,7 @@ class ServedPve:
             "token_id": self.fake.token_id,
             "ca_file": str(self.ca_file),
             "poll_interval": "0.2",
+            "ssh_port": str(getattr(self.pool, "port", 22)),
         }
         return [arg for k, v in opts.items() for arg in ("--compute-opt", f"{k}={v}")]
 

@@ -29,6 +29,8 @@ class Pve:
             "ca_file": str(self.ca_file),
             "poll_interval": 0.05,
             "wait_timeout_s": 60,
+            # 22 unless this machine cannot bind it there (not root): then the pool's port.
+            "ssh_port": getattr(self.pool, "port", 22),
         }
         return ProxmoxSettings(**(values | overrides))
 

@@ -98,6 +98,7 @@ class ProxmoxSettings:
     full_clone: bool = False
     storage: str | None = attrs.field(default=None)  # target storage, full clones only
     ssh_user: str = "root"
+    ssh_port: int = attrs.field(default=22, validator=_check_positive)  # sshd in the template
     bridge: str | None = None  # replaces net0 with "virtio,bridge=<bridge>" when set
     ipconfig0: str = "ip=dhcp"
     # PVE >= 8.1 defaults ciupgrade to 1 (apt upgrade at first boot); None: do not send
@@ -161,7 +162,7 @@ class ProxmoxProvider(api.ComputeProvider):
             id=str(vmid),
             provider=self.name,
             host=host,
-            port=22,
+            port=self.settings.ssh_port,
             user=self.settings.ssh_user,
             host_public_key=request.host_key.public_openssh,
             tier=request.tier,
