@@ -32,6 +32,7 @@ BUILTINS = {
     "builtin-builders",
     "builtin-secrets",
     "builtin-nats",
+    "builtin-runners",
 }
 
 

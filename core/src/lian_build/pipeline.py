@@ -42,14 +42,18 @@ SSH_WAIT_S = 180.0
 EXPIRY_GRACE_S = 15 * 60  # a reaper may destroy a runner this long after its budget ran out
 
 
-def runner_labels(plan: Plan, expires_at: dt.datetime) -> dict[str, str]:
-    """Labels every provider puts on its machines; reaping finds runners by them."""
-    return {
+def runner_labels(plan: Plan, expires_at: dt.datetime, tier: str | None = None) -> dict[str, str]:
+    """Labels every provider puts on its machines; reaping and ``lian runners`` find
+    runners by them."""
+    labels = {
         "lian.managed": "true",
         "lian.session": plan.session_id,
         "lian.workspace": plan.intent.workspace[:63],
         "lian.expires-at": str(int(expires_at.timestamp())),
     }
+    if tier is not None:
+        labels["lian.tier"] = tier[:63]
+    return labels
 
 
 @attrs.frozen
@@ -358,7 +362,7 @@ class BuildPipeline:
             session_id=plan.session_id,
             workspace=plan.intent.workspace,
             tier=tier,
-            labels=runner_labels(plan, expires),
+            labels=runner_labels(plan, expires, tier.name),
             authorized_key=self.client_key.public_openssh,
             host_key=generate_host_key(),
             runner_image=plan.intent.runner.image,

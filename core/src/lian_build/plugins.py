@@ -45,6 +45,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "lian_build.builtin.builders",
     "lian_build.builtin.secrets",
     "lian_build.builtin.nats",
+    "lian_build.builtin.runners",
 )
 
 # What each registration hook registers, the attribute that names an item, and the

@@ -24,11 +24,14 @@ Everything is recorded in ``requests`` and all state is inspectable. Binds 127.0
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import io
 import ipaddress
 import json
 import re
 import ssl
+import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +41,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
+import pve_schema
+
+from fixtures.machines import Machine, MachinePool, MachineSpec
 
 API_PREFIX = "/api2/json"
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
@@ -45,16 +51,16 @@ CLOUD_INIT_HOST_KEY_PUB = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGNsb3VkLWluaXQtcmVnZW5lcmF0ZWQta2V5LXh4 root@cloudinit"
 )
 
-_DNS_NAME = re.compile(
-    r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$"
-)
-_TAG = re.compile(r"^[a-z0-9_][a-z0-9_+.-]*$", re.IGNORECASE)
-_URLENCODED = re.compile(r"^[-%a-zA-Z0-9_.!~*'()]*$")
 _BOOL = {"0", "1", "true", "false", "yes", "no", "on", "off"}
-_CONFIG_KEYS = {
-    "cores", "memory", "agent", "ciuser", "sshkeys", "ipconfig0", "tags", "description",
-    "net0", "name", "digest", "delete",
-}  # fmt: skip
+
+
+_SYSTEMCTL_SHIM = """#!/bin/sh
+# systemctl as far as a runner VM's host-key reload needs it (a test imitation).
+case "$1 $2" in
+  "restart ssh"|"restart sshd"|"reload ssh"|"reload sshd") kill -HUP 1 ;;
+  *) echo "systemctl (imitation): unsupported: $*" >&2; exit 1 ;;
+esac
+"""
 
 
 class ApiError(Exception):
@@ -93,6 +99,8 @@ class Exec:
     exit_code: int
     err: str
     done: bool = False
+    out: str = ""
+    thread: threading.Thread | None = None  # machine mode: the docker exec running it
 
 
 @attrs.define
@@ -107,6 +115,8 @@ class Vm:
     files: dict[str, str] = attrs.field(factory=dict)
     execs: dict[int, Exec] = attrs.field(factory=dict)
     sshd_host_key: str | None = None  # the ed25519 public key sshd presents
+    machine: Machine | None = None  # the runner container behind a VM (machine mode)
+    foreign: bool = False  # made by "another client", not by the plugin under test
 
     @property
     def name(self) -> str:
@@ -114,7 +124,9 @@ class Vm:
 
     @property
     def ipv4(self) -> str:
-        # TEST-NET-3 addresses: reported, never contacted.
+        if self.machine is not None:
+            return self.machine.address
+        # Canned mode: TEST-NET-3 addresses, reported, never contacted.
         return str(ipaddress.IPv4Address("203.0.113.0") + self.vmid % 250 + 1)
 
 
@@ -148,7 +160,12 @@ class FakeProxmox:
         token_id: str = "ci@pve!ci",
         token: str = "9f1c7e0a-3a57-4f3e-9d1e-5b0d2c6a7e11",
         template_id: int = 9000,
+        machines: MachinePool | None = None,
+        image: str = "lian-runner:debian",
     ) -> None:
+        # With a pool, every started VM is a real runner container (see module doc).
+        self.machines = machines
+        self.image = image
         self.node = node
         self.token_id = token_id
         self.token = token
@@ -172,6 +189,11 @@ class FakeProxmox:
         self.exec_polls = 1
         self.agent_installed = True
         self.task_errors: dict[str, str] = {}  # task type ("qmclone") -> exitstatus, once
+        # Concurrency with another client that read the same /cluster/nextid:
+        self.clone_races = 0  # next N clones: the other client's clone wins inside our task
+        self.stale_nextid = 0  # next N nextid answers: an id the other client took already
+        self.boot_delay_s = 0.0  # machine mode: sshd starts this late (slow first boot)
+        self.boot_status = 0  # machine mode: cloud-init's verdict (2: degraded)
         self.exec_failures: dict[str, tuple[int, str]] = {}  # argv substring -> (code, stderr)
         self._pid = 1000
         self._upid_counter = 0
@@ -208,6 +230,17 @@ class FakeProxmox:
             self.vms[vmid] = vm
             return vm
 
+    def add_foreign_vm(self, vmid: int) -> Vm:
+        """A VM another client (another build, a person) owns: nobody may delete it."""
+        vm = self.add_vm(vmid, {"name": "someone-elses-vm", "description": "not lian's"})
+        vm.foreign = True
+        return vm
+
+    def leftovers(self) -> list[int]:
+        """VMs the plugin under test made that still exist (should be none after a test)."""
+        with self.lock:
+            return sorted(i for i, vm in self.guests().items() if not vm.foreign)
+
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, method: str, path: str, params: dict[str, list[str]], auth: str | None) -> Any:
@@ -219,13 +252,26 @@ class FakeProxmox:
                 if inj.times > 0 and inj.method == method and inj.pattern.search(path):
                     inj.times -= 1
                     raise ApiError(inj.status, inj.message, inj.errors)
+            matched = pve_schema.route(method, path)
+            if matched is None:
+                raise ApiError(501, f"Method '{method} {path}' not implemented")
+            template, path_params = matched
+            errors = pve_schema.validate(
+                method, template, {**{k: [v] for k, v in path_params.items()}, **params}
+            )
+            if errors:
+                raise _param_error(**errors)
             return self._route(method, path.strip("/").split("/"), params)
 
     def _route(self, method: str, parts: list[str], params: dict[str, list[str]]) -> Any:
         one = {k: v[0] for k, v in params.items() if v}
         match (method, parts):
             case ("GET", ["cluster", "nextid"]):
-                return str(next(i for i in range(100, 1_000_000) if i not in self.vms))
+                free = next(i for i in range(100, 1_000_000) if i not in self.vms)
+                if self.stale_nextid > 0:  # the other client cloned into it after our read
+                    self.stale_nextid -= 1
+                    self.add_foreign_vm(free)
+                return str(free)
             case ("GET", ["cluster", "resources"]):
                 return self._resources(one.get("type"))
             case ("GET", ["nodes", node, "tasks", upid, "status"]):
@@ -259,7 +305,7 @@ class FakeProxmox:
                 return self._clone(self._vm(vmid), one)
             case ("GET", ["config"]):
                 vm = self._vm(vmid)
-                return {**vm.config, "digest": "0" * 40}
+                return {**vm.config, **({"template": 1} if vm.template else {}), "digest": "0" * 40}
             case ("PUT", ["config"]):
                 return self._set_config(self._vm(vmid), one)
             case ("GET", ["status", "current"]):
@@ -277,13 +323,13 @@ class FakeProxmox:
 
     # ------------------------------------------------------------------ tasks
 
-    def _new_task(self, kind: str, vmid: int, effect: Any) -> str:
+    def _new_task(self, kind: str, vmid: int, effect: Any, *, exitstatus: str | None = None) -> str:
         self._upid_counter += 1
         start = int(dt.datetime.now(dt.UTC).timestamp())
         user = self.token_id  # user@realm!tokenname
         pid = 0x1000 + self._upid_counter
         upid = f"UPID:{self.node}:{pid:08X}:{0x2000:08X}:{start:08X}:{kind}:{vmid}:{user}:"
-        error = self.task_errors.pop(kind, None)
+        error = exitstatus or self.task_errors.pop(kind, None)
         self.tasks[upid] = Task(upid, kind, self.task_polls, error or "OK", effect)
         return upid
 
@@ -297,7 +343,8 @@ class FakeProxmox:
                 return {"upid": upid, "node": self.node, "status": "running", "type": task.kind}
             task.done = True
             if task.effect is not None:
-                task.effect(task.exitstatus == "OK")
+                # "WARNINGS: n" is how PVE ends a task that succeeded with warnings.
+                task.effect(task.exitstatus == "OK" or task.exitstatus.startswith("WARNINGS: "))
         return {"upid": upid, "node": self.node, "status": "stopped", "type": task.kind,
                 "exitstatus": task.exitstatus}  # fmt: skip
 
@@ -309,15 +356,25 @@ class FakeProxmox:
             raise _param_error(newid="value must have a minimum value of 100")
         if newid in self.vms:
             raise ApiError(500, f"unable to create VM {newid}: config file already exists")
+        if self.clone_races > 0:
+            # The other client's clone to the same id commits first; ours fails in the task.
+            self.clone_races -= 1
+            self.add_foreign_vm(newid)
+            return self._new_task(
+                "qmclone",
+                source.vmid,
+                None,
+                exitstatus=f"unable to create VM {newid}: config file already exists",
+            )
         name = one.get("name", f"Copy-of-VM-{source.name}")
-        if not _DNS_NAME.match(name):
-            raise _param_error(name="invalid format - value does not look like a valid DNS name")
         full = _bool(one.get("full", "0"), "full")
         if not full and not source.template:
             raise ApiError(500, "Linked clone feature is not supported for drive 'scsi0'")
         if "storage" in one and not full:
             raise ApiError(500, "parameter 'storage' not allowed for linked clones")
-        config = {k: v for k, v in source.config.items() if k != "name"}
+        config = {k: v for k, v in source.config.items() if k not in ("name", "description")}
+        if "description" in one:
+            config["description"] = one["description"]
         vm = Vm(newid, {**config, "name": name}, lock="clone")
         self.vms[newid] = vm
 
@@ -327,30 +384,12 @@ class FakeProxmox:
             else:  # Proxmox removes a half-made clone
                 self.vms.pop(newid, None)
 
-        return self._new_task("qmclone", newid, effect)
+        # PVE names the SOURCE in a qmclone task's UPID, not the new VM.
+        return self._new_task("qmclone", source.vmid, effect)
 
     def _set_config(self, vm: Vm, one: dict[str, str]) -> None:
         if vm.lock:
             raise ApiError(500, f"VM is locked ({vm.lock})")
-        unknown = sorted(set(one) - _CONFIG_KEYS)
-        if unknown:
-            not_defined = "property is not defined in schema and the schema does not allow "
-            raise _param_error(**{k: not_defined + "additional properties" for k in unknown})
-        errors: dict[str, str] = {}
-        if "cores" in one and not (one["cores"].isdigit() and int(one["cores"]) >= 1):
-            errors["cores"] = "type check ('integer') failed"
-        if "memory" in one and not (one["memory"].isdigit() and int(one["memory"]) >= 16):
-            errors["memory"] = "value must be an integer number of MiB >= 16"
-        if "sshkeys" in one and not _URLENCODED.match(one["sshkeys"]):
-            errors["sshkeys"] = f"invalid urlencoded string: {one['sshkeys'][:40]}"
-        if "tags" in one and not all(_TAG.match(t) for t in re.split(r"[;, ]+", one["tags"]) if t):
-            errors["tags"] = "invalid format - value does not match the regex pattern"
-        if "agent" in one and one["agent"].lower() not in _BOOL:
-            errors["agent"] = "invalid boolean"
-        if len(one.get("description", "")) > 8192:
-            errors["description"] = "value may only be 8192 characters long"
-        if errors:
-            raise _param_error(**errors)
         vm.config.update(one)
 
     def _start(self, vm: Vm) -> str:
@@ -361,6 +400,8 @@ class FakeProxmox:
 
         def effect(ok: bool) -> None:
             if ok:
+                if self.machines is not None:
+                    self._boot_machine(vm)
                 vm.status = "running"
                 vm.agent_calls = 0
 
@@ -370,6 +411,10 @@ class FakeProxmox:
         def effect(ok: bool) -> None:
             if ok:
                 vm.status = "stopped"
+                if vm.machine is not None and self.machines is not None:
+                    # Stopped is gone for a runner: nothing of a stopped runner is reused.
+                    self.machines.remove(vm.machine)
+                    vm.machine = None
 
         return self._new_task("qmstop", vm.vmid, effect)
 
@@ -385,6 +430,8 @@ class FakeProxmox:
         def effect(ok: bool) -> None:
             if ok:
                 self.vms.pop(vm.vmid, None)
+                if vm.machine is not None and self.machines is not None:
+                    self.machines.remove(vm.machine)
 
         return self._new_task("qmdestroy", vm.vmid, effect)
 
@@ -426,36 +473,91 @@ class FakeProxmox:
                         {"ip-address": vm.ipv4, "ip-address-type": "ipv4", "prefix": 24}]},
                 ]}  # fmt: skip
             case ("POST", "file-write"):
-                path, content = one.get("file"), one.get("content")
-                if not path or content is None:
-                    raise _param_error(file="property is missing and it is not optional")
-                if len(content) > 61440:
-                    raise _param_error(content="value may only be 61440 characters long")
+                path, content = one["file"], one["content"]
+                if not _bool(one.get("encode", "1"), "encode"):  # already base64
+                    content = base64.b64decode(content).decode()
                 vm.files[path] = content
+                if vm.machine is not None:
+                    self._machine_write(vm.machine, path, content)
                 return None
             case ("POST", "exec"):
-                argv = params.get("command", [])
-                if not argv:
-                    raise _param_error(command="property is missing and it is not optional")
+                argv = params["command"]
                 self._pid += 1
                 joined = " ".join(argv)
                 code, err = next((v for k, v in self.exec_failures.items() if k in joined), (0, ""))
-                vm.execs[self._pid] = Exec(argv, self.exec_polls, code, err)
+                ex = Exec(argv, self.exec_polls, code, err)
+                if vm.machine is not None:
+                    ex.thread = self._machine_exec(vm.machine, ex)
+                vm.execs[self._pid] = ex
                 return {"pid": self._pid}
             case ("GET", "exec-status"):
                 pid = _int(one.get("pid"), "pid")
                 ex = vm.execs.get(pid)
                 if ex is None:
                     raise ApiError(500, f"Agent error: Invalid parameter 'pid' ({pid})")
-                if ex.polls_left > 0:
+                if ex.polls_left > 0 or (ex.thread is not None and ex.thread.is_alive()):
                     ex.polls_left -= 1
                     return {"exited": 0}
                 if not ex.done:
                     ex.done = True
                     self._exec_effect(vm, ex)
-                out = {"exited": 1, "exitcode": ex.exit_code}
+                out: dict[str, Any] = {"exited": 1, "exitcode": ex.exit_code}
+                if ex.out:
+                    out["out-data"] = ex.out
                 return {**out, "err-data": ex.err} if ex.err else out
         raise ApiError(501, f"Method '{method} agent/{command}' not implemented")
+
+    # ------------------------------------------------------------------ machine mode
+
+    def _boot_machine(self, vm: Vm) -> None:
+        """Start the VM's runner container from its cloud-init settings, as the guest's
+        first boot would: ``ciuser`` gets the ``sshkeys`` (URL-encoded, one per line)."""
+        assert self.machines is not None
+        keys = [k for k in unquote(vm.config.get("sshkeys", "")).splitlines() if k.strip()]
+        user = vm.config.get("ciuser", "root")
+        # ciupgrade (default 1) makes the first boot upgrade every package from a mirror;
+        # there is none here, so such a boot ends in error, as on an isolated network.
+        upgrade = _bool(vm.config.get("ciupgrade", "1"), "ciupgrade")
+        spec = MachineSpec(
+            name=f"vm{vm.vmid}",
+            image=self.image,
+            authorized_keys={user: keys},
+            boot_delay_s=self.boot_delay_s,
+            packages=("upgrade-from-an-unreachable-mirror",) if upgrade else (),
+            boot_status=self.boot_status,
+            labels={"vmid": str(vm.vmid), "node": self.node},
+        )
+        vm.machine = self.machines.start(spec)
+        # No systemd in a container: "systemctl restart ssh" makes sshd (PID 1) re-exec
+        # itself, which reloads its configuration and host key, as a restart would.
+        self._machine_write(vm.machine, "/usr/local/sbin/systemctl", _SYSTEMCTL_SHIM, 0o755)
+
+    def _machine_write(self, machine: Machine, path: str, content: str, mode: int = 0o644) -> None:
+        assert self.machines is not None
+        data = content.encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        container = self.machines.docker.containers.get(machine.container_id)
+        if not container.put_archive("/", buffer.getvalue()):
+            raise ApiError(500, f"Agent error: failed to open file '{path}'")
+
+    def _machine_exec(self, machine: Machine, ex: Exec) -> threading.Thread:
+        assert self.machines is not None
+        container = self.machines.docker.containers.get(machine.container_id)
+
+        def run() -> None:
+            result = container.exec_run(ex.argv, demux=True)
+            out, err = result.output
+            ex.exit_code = result.exit_code
+            ex.out = (out or b"").decode(errors="replace")
+            ex.err = (err or b"").decode(errors="replace")
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
 
     def _exec_effect(self, vm: Vm, ex: Exec) -> None:
         joined = " ".join(ex.argv)
@@ -581,18 +683,32 @@ def _bool(value: str, name: str) -> bool:
 
 
 def _self_signed(cert_dir: Path) -> tuple[Path, Path]:
+    """A CA and a server certificate it signed, like a default PVE install's
+    pve-root-ca.pem and pve-ssl.pem. The CA lands in ``cert_dir / "pve-root-ca.pem"``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pve.fake.invalid")])
     now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Proxmox Virtual Environment")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pve.fake.invalid")]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -601,8 +717,9 @@ def _self_signed(cert_dir: Path) -> tuple[Path, Path]:
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]),
             critical=False,
         )
-        .sign(key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())
     )
+    (cert_dir / "pve-root-ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path, key_path = cert_dir / "pve.crt", cert_dir / "pve.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(

@@ -21,7 +21,7 @@ from lian_build import api
 from lian_build.errors import InvalidInput, ProvisionError
 from lian_proxmox import plugin
 from lian_proxmox.agent import HOST_KEY_DROP_IN
-from lian_proxmox.provider import ProxmoxProvider, ProxmoxSettings
+from lian_proxmox.provider import ProxmoxProvider, ProxmoxSettings, describe
 
 TIER = api.Tier("4c-8g", cpu=4, memory_gb=8)
 
@@ -350,3 +350,33 @@ def test_a_failed_cleanup_is_logged_and_the_original_error_kept(
         _provider(fake, pve_host).spawn(_request())
     [vmid] = fake.guests()
     assert f"could not destroy VM {vmid}" in caplog.text and "VM is locked (backup)" in caplog.text
+
+
+def test_list_runners_finds_a_vm_killed_between_clone_and_config(
+    fake: FakeProxmox, pve_host: str
+) -> None:
+    # The clone carried name and description; the tags never arrived.
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    description = describe({"lian.managed": "true", "lian.session": "sK"}, created, created)
+    fake.add_vm(150, {"name": "lian-sk", "description": description})
+    fake.add_vm(151, {"name": "lian-by-hand", "description": "not json"})
+    found = _provider(fake, pve_host).list_runners({"lian.managed": "true"})
+    assert [(r.id, r.labels["lian.session"], r.created_at) for r in found] == [
+        ("150", "sK", created)
+    ]
+
+
+def test_only_a_vm_with_this_spawns_name_and_description_is_destroyed(
+    fake: FakeProxmox, pve_host: str
+) -> None:
+    provider = _provider(fake, pve_host)
+    session = provider._session()
+    now = dt.datetime.now(dt.UTC)
+    ours = describe({"lian.session": "sA"}, now, now)
+    fake.add_foreign_vm(160)  # another client's VM at the id we tried
+    fake.add_vm(161, {"name": "lian-sa", "description": describe({"lian.session": "sB"}, now, now)})
+    fake.add_vm(162, {"name": "lian-sa", "description": ours})
+    for vmid in (160, 161, 162):
+        provider._destroy_if_ours(session, vmid, "lian-sa", ours)
+    assert sorted(fake.guests()) == [160, 161]
+    assert [c.path for c in fake.calls("DELETE", r"/qemu/\d+$")] == ["/nodes/pve/qemu/162"]

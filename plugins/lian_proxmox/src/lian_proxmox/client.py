@@ -39,6 +39,19 @@ class ApiFailure(ProvisionError):
         return self.status == 404 or (self.status == 500 and "does not exist" in self.reason)
 
 
+class TaskFailed(ProvisionError):
+    """A Proxmox task stopped with an exit status other than OK or ``WARNINGS: n``."""
+
+    def __init__(self, message: str, *, upid: str, exitstatus: str) -> None:
+        super().__init__(message, details={"upid": upid})
+        self.exitstatus = exitstatus
+
+
+def task_succeeded(exit_status: str) -> bool:
+    """PVE ends a task that logged warnings with ``WARNINGS: n``: that is a success."""
+    return exit_status == "OK" or exit_status.startswith("WARNINGS: ")
+
+
 class Deadline:
     """A monotonic deadline plus the interval to sleep between polls."""
 
@@ -85,7 +98,7 @@ class Session:
         node: str,
         token_id: str,
         token: str,
-        verify_ssl: bool,
+        verify_ssl: bool | str,
         wait_timeout_s: float,
         poll_interval: float,
     ) -> None:
@@ -134,8 +147,9 @@ class Session:
             raise ApiFailure(
                 self._scrub(
                     f"Proxmox API {what} failed: the TLS certificate of https://{self.host} "
-                    f"could not be verified ({exc}); trust its CA on this machine, or set "
-                    "verify_ssl = false only for a host reached over a trusted network"
+                    f"could not be verified ({exc}); set compute.ca_file to the node's CA "
+                    "certificate (/etc/pve/pve-root-ca.pem on the node), or verify_ssl = false "
+                    "only for a host reached over a trusted network"
                 ),
                 status=0,
                 reason="tls",
@@ -150,7 +164,10 @@ class Session:
             ) from None
 
     def wait_task(self, upid: str) -> None:
-        """Poll a task until it stops; an exit status other than "OK" is a ProvisionError."""
+        """Poll a task until it stops; raise ``TaskFailed`` unless it succeeded.
+
+        ``WARNINGS: n`` counts as success: ``qmstart`` warns e.g. "no efidisk configured".
+        """
         parts = upid.split(":")
         task_type = parts[5] if len(parts) > 6 else "task"
 
@@ -161,12 +178,13 @@ class Session:
 
         final = poll(stopped, deadline=self.deadline(), what=f"Proxmox task {task_type} to finish")
         exit_status = str(final.get("exitstatus", ""))
-        if exit_status != "OK":
-            raise ProvisionError(
+        if not task_succeeded(exit_status):
+            raise TaskFailed(
                 f"Proxmox task {task_type} failed: {exit_status or 'no exit status'}",
-                details={"upid": upid},
+                upid=upid,
+                exitstatus=exit_status,
             )
-        log.debug("task %s finished OK", upid)
+        log.debug("task %s finished: %s", upid, exit_status)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text

@@ -1,9 +1,10 @@
 """Proxmox VE compute provider: each runner is a clone of a cloud-init VM template.
 
-spawn: next free id -> clone (task) -> config (size, cloud-init user/key/network, tags,
-labels as JSON in the description) -> start (task) -> guest agent reports an IPv4 ->
-session host key installed through the agent (see ``agent``). A failure after the
-clone was requested stops and destroys the VM before the error is raised.
+spawn: next free id -> clone (task; name and description with the labels as JSON) ->
+config (size, cloud-init user/key/network, ciupgrade=0, tags) -> start (task) -> guest
+agent reports an IPv4 -> cloud-init finished -> session host key installed through the
+agent (see ``agent``). A failure after the clone stops and destroys the VM before the
+error is raised; a VM id is destroyed only when this session verifiably created it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -19,9 +21,9 @@ from urllib.parse import quote
 import attrs
 
 from lian_build import api
-from lian_build.errors import InvalidInput, LianError
+from lian_build.errors import InvalidInput, LianError, ProvisionError
 from lian_proxmox import agent
-from lian_proxmox.client import ApiFailure, Session
+from lian_proxmox.client import ApiFailure, Session, TaskFailed
 
 log = logging.getLogger("lian.compute.proxmox")
 
@@ -34,6 +36,23 @@ DEFAULT_TIERS: tuple[api.Tier, ...] = (
 
 # Every VM this provider creates carries this Proxmox tag; listing looks for it.
 LIAN_TAG = "lian"
+# Clone attempts when a concurrent client takes the id /cluster/nextid gave us.
+CLONE_ATTEMPTS = 5
+# buildah from here on reuses the registry cache after ARG steps (Debian 13 trixie).
+BUILDAH_CACHING = (1, 39)
+CHECK_WORKSPACE = "runner-image-check"
+_DRIVE = re.compile(r"(ide|sata|scsi|virtio)\d+")
+# name=value lines; sshd is looked up where Debian puts it as well.
+_PROBE_SCRIPT = r"""
+for tool in rsync buildah buildctl cloud-init qemu-ga; do
+  printf '%s=%s\n' "$tool" "$(command -v "$tool" || true)"
+done
+if [ -x /usr/sbin/sshd ]; then echo sshd=/usr/sbin/sshd
+else echo "sshd=$(command -v sshd || true)"; fi
+printf 'buildah_version=%s\n' "$(buildah --version 2>/dev/null | awk '{print $3}')"
+if grep -qsE '^Include /etc/ssh/sshd_config.d/\*.conf' /etc/ssh/sshd_config; then
+  echo sshd_dropins=yes; else echo sshd_dropins=; fi
+"""
 
 _TOKEN_ID = re.compile(r"^[^\s@!=]+@[^\s@!=]+![A-Za-z][A-Za-z0-9._-]*$")
 _TAG_INVALID = re.compile(r"[^a-z0-9_+.-]")
@@ -74,11 +93,17 @@ class ProxmoxSettings:
     # A reference ("scheme:rest"), resolved only when the API is called.
     token_ref: str = "env:PROXMOX_TOKEN"  # noqa: S105
     verify_ssl: bool = True
+    # The node's CA certificate (PEM); a default install's certificate is self-signed.
+    ca_file: str | None = None
     full_clone: bool = False
     storage: str | None = attrs.field(default=None)  # target storage, full clones only
     ssh_user: str = "root"
+    ssh_port: int = attrs.field(default=22, validator=_check_positive)  # sshd in the template
     bridge: str | None = None  # replaces net0 with "virtio,bridge=<bridge>" when set
     ipconfig0: str = "ip=dhcp"
+    # PVE >= 8.1 defaults ciupgrade to 1 (apt upgrade at first boot); None: do not send
+    # it (older PVE rejects the key).
+    ciupgrade: bool | None = False
     kind: Literal["qemu", "lxc"] = "qemu"
     wait_timeout_s: float = attrs.field(default=300.0, validator=_check_positive)
     poll_interval: float = attrs.field(default=1.0, validator=_check_positive)
@@ -123,39 +148,98 @@ class ProxmoxProvider(api.ComputeProvider):
                 field="compute.kind",
             )
         session = self._session()
-        with session.call("GET /cluster/nextid"):
-            vmid = int(session.api.cluster.nextid.get())
-        name = vm_name(request.session_id)
-        log.info("cloning template %s into VM %s (%s)", self.settings.template_id, vmid, name)
-        with session.call("POST clone"):
-            upid = session.node.qemu(self.settings.template_id).clone.post(
-                newid=vmid,
-                name=name,
-                full=int(self.settings.full_clone),
-                storage=self.settings.storage,
-            )
+        created = dt.datetime.now(dt.UTC)
+        vmid = self._clone(session, request, created)
         try:
-            session.wait_task(upid)
             host = self._configure_and_boot(session, vmid, request)
         except BaseException as exc:
-            # Cancellation included: a VM left behind costs money and holds an id.
+            # Cancellation included: a VM left behind costs money and holds an id. The
+            # clone task succeeded, so this id is ours.
             log.warning("spawn of VM %s failed (%s); destroying it", vmid, _summary(exc))
-            try:
-                self._destroy(session, vmid)
-            except LianError as cleanup:
-                # Tagged "lian" with labels in its description: reaping still finds it.
-                log.error("could not destroy VM %s after a failed spawn: %s", vmid, cleanup.message)
+            self._destroy_after_failure(session, vmid)
             raise
         return api.Runner(
             id=str(vmid),
             provider=self.name,
             host=host,
-            port=22,
+            port=self.settings.ssh_port,
             user=self.settings.ssh_user,
             host_public_key=request.host_key.public_openssh,
             tier=request.tier,
             labels=dict(request.labels),
         )
+
+    def _clone(self, session: Session, request: api.SpawnRequest, created: dt.datetime) -> int:
+        """Clone the template into a free id and return it.
+
+        ``/cluster/nextid`` reserves nothing: another client may clone into the same id
+        between our read and our clone (the POST then answers "already exists", or the
+        task fails with "config file already exists"). That id is not ours, so it is
+        never destroyed; the next free id is tried instead.
+        """
+        name = vm_name(request.session_id)
+        description = describe(request.labels, created, request.expires_at)
+        for attempt in range(1, CLONE_ATTEMPTS + 1):
+            with session.call("GET /cluster/nextid"):
+                vmid = int(session.api.cluster.nextid.get())
+            log.info("cloning template %s into VM %s (%s)", self.settings.template_id, vmid, name)
+            try:
+                with session.call("POST clone"):
+                    upid = session.node.qemu(self.settings.template_id).clone.post(
+                        newid=vmid,
+                        name=name,
+                        # Marks the VM as lian's from its first moment (clone takes no tags).
+                        description=description,
+                        full=int(self.settings.full_clone),
+                        storage=self.settings.storage,
+                    )
+            except ApiFailure as exc:
+                if _id_taken(exc.reason) and attempt < CLONE_ATTEMPTS:
+                    log.info("VM id %s was taken meanwhile; trying the next free id", vmid)
+                    continue
+                raise
+            try:
+                session.wait_task(upid)
+            except TaskFailed as exc:
+                if _id_taken(exc.exitstatus):
+                    if attempt < CLONE_ATTEMPTS:
+                        log.info("VM id %s was taken by a concurrent clone; retrying", vmid)
+                        continue
+                    raise
+                # Proxmox removes a half-made clone itself; remove it only if it is ours.
+                self._destroy_if_ours(session, vmid, name, description)
+                raise
+            except BaseException:
+                # Cancelled while the clone ran: the VM at vmid may be ours, or someone
+                # else's after a collision. Destroy it only if it verifiably is ours.
+                self._destroy_if_ours(session, vmid, name, description)
+                raise
+            return vmid
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _destroy_if_ours(self, session: Session, vmid: int, name: str, description: str) -> None:
+        """Destroy ``vmid`` only if it has the name and the description (labels, creation
+        time to the microsecond) this spawn gave its clone."""
+        try:
+            with session.call(f"GET config of {vmid}"):
+                config = self._guest(session, vmid).config.get()
+        except ApiFailure as exc:
+            if not exc.missing:
+                log.error("could not check VM %s before cleanup: %s", vmid, exc.message)
+            return
+        found = read_description(str(config.get("description", "")))
+        ours = config.get("name") == name and found == read_description(description)
+        if not ours:
+            log.warning("VM %s is not this session's; leaving it alone", vmid)
+            return
+        self._destroy_after_failure(session, vmid)
+
+    def _destroy_after_failure(self, session: Session, vmid: int) -> None:
+        try:
+            self._destroy(session, vmid)
+        except LianError as cleanup:
+            # Labelled in its description (and named lian-*): reaping still finds it.
+            log.error("could not destroy VM %s after a failed spawn: %s", vmid, cleanup.message)
 
     def _configure_and_boot(self, session: Session, vmid: int, request: api.SpawnRequest) -> str:
         guest = self._guest(session, vmid)
@@ -170,7 +254,6 @@ class ProxmoxProvider(api.ComputeProvider):
         return address
 
     def _config(self, request: api.SpawnRequest) -> dict[str, Any]:
-        created = dt.datetime.now(dt.UTC)
         config: dict[str, Any] = {
             "cores": request.tier.cpu,
             "memory": round(request.tier.memory_gb * 1024),  # MiB
@@ -180,8 +263,10 @@ class ProxmoxProvider(api.ComputeProvider):
             "sshkeys": quote(request.authorized_key.strip(), safe=""),
             "ipconfig0": self.settings.ipconfig0,
             "tags": ";".join(vm_tags(request.session_id)),
-            "description": describe(request.labels, created, request.expires_at),
         }
+        if self.settings.ciupgrade is not None:
+            # PVE defaults to 1: a full package upgrade on every runner's first boot.
+            config["ciupgrade"] = int(self.settings.ciupgrade)
         if self.settings.bridge:
             config["net0"] = f"virtio,bridge={self.settings.bridge}"
         return config
@@ -221,7 +306,12 @@ class ProxmoxProvider(api.ComputeProvider):
             if (
                 resource.get("type") != kind
                 or resource.get("node") != self.settings.node
-                or LIAN_TAG not in _split_tags(resource.get("tags", ""))
+                # The tag arrives with the config; a VM killed between clone and
+                # config has only its name and description.
+                or not (
+                    LIAN_TAG in _split_tags(resource.get("tags", ""))
+                    or str(resource.get("name", "")).startswith("lian-")
+                )
             ):
                 continue
             vmid = int(resource["vmid"])
@@ -251,6 +341,90 @@ class ProxmoxProvider(api.ComputeProvider):
             raise
         return api.RunnerState(exists=True, running=status.get("status") == "running")
 
+    # ------------------------------------------------------------------ runner-image check
+
+    def check_runner_image(self, options: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Check the template: its config (cloud-init drive), then a throwaway clone booted
+        the way a build boots one (guest agent, cloud-init, host key through sshd's
+        drop-ins), probed through the agent for sshd, rsync and a builder; destroyed."""
+        s = self.settings
+        session = self._session()
+        with session.call("GET template config"):
+            config = self._guest(session, s.template_id).config.get()
+        problems: list[str] = []
+        warnings: list[str] = []
+        drives = sorted(
+            k for k, v in config.items() if _DRIVE.fullmatch(k) and "cloudinit" in str(v)
+        )
+        if not drives:
+            problems.append(
+                f"VM {s.template_id} has no cloud-init drive "
+                f"(qm set {s.template_id} --ide2 <storage>:cloudinit)"
+            )
+        if str(config.get("template", "0")) != "1":
+            (warnings if s.full_clone else problems).append(
+                f"VM {s.template_id} is not a template: linked clones need one "
+                f"(qm template {s.template_id}), or set full_clone = true"
+            )
+        result: dict[str, Any] = {
+            "template_id": s.template_id,
+            "name": config.get("name"),
+            "cloud_init_drives": drives,
+        }
+        if problems:  # a clone could not boot as a runner: say why without trying
+            return {**result, "booted": False, "tools": {}, "problems": problems,
+                    "warnings": warnings}  # fmt: skip
+        tools = self._probe_clone(session)
+        for tool in ("sshd", "rsync"):
+            if not tools.get(tool):
+                problems.append(f"no {tool} in the template")
+        if not (tools.get("buildah") or tools.get("buildctl")):
+            problems.append("no builder (buildah or buildctl) in the template")
+        if not tools.get("sshd_dropins"):
+            problems.append(
+                "sshd does not read /etc/ssh/sshd_config.d/*.conf (the host key goes in there)"
+            )
+        version = _version(tools.get("buildah_version", ""))
+        if tools.get("buildah") and version < BUILDAH_CACHING:
+            warnings.append(
+                f"buildah {tools.get('buildah_version') or '?'} misses the remote layer cache "
+                "after ARG steps and reads only the last --cache-from; buildah 1.39 or later "
+                "(Debian 13 trixie) caches"
+            )
+        return {**result, "booted": True, "tools": tools, "problems": problems,
+                "warnings": warnings}  # fmt: skip
+
+    def _probe_clone(self, session: Session) -> dict[str, str]:
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(minutes=30)
+        session_id = "check" + secrets.token_hex(4)
+        request = api.SpawnRequest(
+            session_id=session_id,
+            workspace=CHECK_WORKSPACE,
+            tier=self.tiers()[0],
+            labels={
+                "lian.managed": "true",
+                "lian.session": session_id,
+                "lian.workspace": CHECK_WORKSPACE,
+                "lian.expires-at": str(int(expires.timestamp())),
+            },
+            authorized_key=_throwaway_key().public_openssh,
+            host_key=_throwaway_key(),
+            runner_image=None,
+            expires_at=expires,
+        )
+        runner = self.spawn(request)
+        try:
+            guest = self._guest(session, int(runner.id))
+            code, out, err = agent.execute(session, guest, ["sh", "-c", _PROBE_SCRIPT])
+        finally:
+            self.destroy(runner.id)
+        if code != 0:
+            raise ProvisionError(
+                f"the probe in a clone of the template exited {code}: {err[-300:]}"
+            )
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
     def _session(self) -> Session:
         s = self.settings
         return Session(
@@ -258,7 +432,7 @@ class ProxmoxProvider(api.ComputeProvider):
             node=s.node,
             token_id=s.token_id,
             token=self.secrets(s.token_ref),
-            verify_ssl=s.verify_ssl,
+            verify_ssl=s.ca_file or s.verify_ssl,
             wait_timeout_s=s.wait_timeout_s,
             poll_interval=s.poll_interval,
         )
@@ -313,6 +487,36 @@ def read_description(raw: str) -> tuple[dict[str, str], dt.datetime | None] | No
     except (KeyError, TypeError, ValueError):
         created = None
     return labels, created
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", text)[:3]
+    return tuple(int(p) for p in parts) if parts else (0,)
+
+
+def _throwaway_key() -> api.HostKey:
+    """An ed25519 pair for the check's clone (nobody logs in with it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return api.HostKey(private_openssh=private, public_openssh=public)
+
+
+def _id_taken(reason: str) -> bool:
+    # POST: "unable to create VM 100: config file already exists" / "VM 100 already exists";
+    # inside the qmclone task: "... config file already exists".
+    return "already exists" in reason
 
 
 def _vmid(runner_id: str) -> int:
