@@ -1,4 +1,8 @@
-"""Records every finished build attempt in the local history store (feeds sizing)."""
+"""Records every finished build attempt in the configured history store (feeds sizing).
+
+The store is ``$LIAN_HISTORY_URL`` (a NATS JetStream stream for a fleet) or SQLite in the
+state directory. Never fatal: an unreachable store keeps the record in the local spool.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,7 @@ log = logging.getLogger("lian.history")
 @hookimpl
 def lian_record_metrics(metrics: BuildMetrics) -> None:
     # Losing one record only weakens future sizing: never fail a build over it.
-    store = default_store()
     try:
-        store.append(metrics)
-    except OSError as exc:
-        log.warning("history: could not record the build in %s: %s", store.path, exc)
+        default_store().append(metrics)
+    except Exception as exc:
+        log.warning("history: could not record the build: %s", exc)

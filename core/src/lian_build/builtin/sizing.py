@@ -9,9 +9,13 @@ later (pluggy calls later registrations first), and the language defaults last
 
 from __future__ import annotations
 
+import logging
+
 from lian_build import hookimpl, sizing
 from lian_build.api import RunnerSize, SizingRequest
-from lian_build.history import HistoryStore, default_store
+from lian_build.history import HistoryStore, HistoryUnavailable, default_store
+
+log = logging.getLogger("lian.history")
 
 
 class ExplicitSpecSizing:
@@ -23,7 +27,9 @@ class ExplicitSpecSizing:
 
 
 class HistorySizing:
-    """P95 of the workspace's measured builds from the local history store."""
+    """P95 of the workspace's measured builds from the configured history store.
+
+    An unreachable store is one warning, and sizing falls back to the next source."""
 
     def __init__(self, store: HistoryStore | None = None) -> None:
         self._store = store  # None: the default store, located at call time
@@ -31,7 +37,13 @@ class HistorySizing:
     @hookimpl
     def lian_size_runner(self, request: SizingRequest) -> RunnerSize | None:
         store = self._store if self._store is not None else default_store()
-        return sizing.from_history(store.samples(request.workspace))
+        try:
+            return store.p95(request.workspace).size
+        except HistoryUnavailable as exc:
+            log.warning(
+                "history store %s unavailable, sizing without history: %s", store.location, exc
+            )
+            return None
 
 
 class LanguageDefaultSizing:
