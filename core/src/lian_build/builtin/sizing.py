@@ -9,13 +9,9 @@ later (pluggy calls later registrations first), and the language defaults last
 
 from __future__ import annotations
 
-import logging
-
 from lian_build import hookimpl, sizing
 from lian_build.api import RunnerSize, SizingRequest
-from lian_build.history import HistoryStore, HistoryUnavailable, default_store
-
-log = logging.getLogger("lian.history")
+from lian_build.history import HistoryStore, HistoryUnavailable, default_store, warn_once
 
 
 class ExplicitSpecSizing:
@@ -40,8 +36,11 @@ class HistorySizing:
         try:
             return store.p95(request.workspace).size
         except HistoryUnavailable as exc:
-            log.warning(
-                "history store %s unavailable, sizing without history: %s", store.location, exc
+            warn_once(
+                store.location,
+                "history store %s unavailable, sizing without history: %s",
+                store.location,
+                exc,
             )
             return None
 

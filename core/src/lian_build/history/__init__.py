@@ -102,6 +102,16 @@ class HistoryStore(Protocol):
         ...
 
 
+_WARNED: set[str] = set()
+
+
+def warn_once(location: str, message: str, *args: object) -> None:
+    """One warning per store per process: the second failure says nothing new."""
+    if location not in _WARNED:
+        _WARNED.add(location)
+        log.warning(message, *args)
+
+
 def p95_of(workspace: str, samples: list[BuildMetrics]) -> HistoryP95:
     used = tuple(s for s in samples if sizing.usable(s))
     return HistoryP95(
@@ -154,16 +164,18 @@ def open_history_store(
         try:
             store: HistoryStore = JetStreamHistoryStore.from_url(url, resolve=resolve)
         except ValueError as exc:
-            log.warning("history: %s; builds are kept in the local spool", exc)
             store = UnavailableStore(str(exc))
+            warn_once(store.location, "history: %s; builds are kept in the local spool", exc)
         return Spooled(store, state / SPOOL_FILE)
-    log.warning(
+    unknown = UnavailableStore(f"unknown scheme {scheme!r}")
+    warn_once(
+        unknown.location,
         "history: %s has an unknown scheme %r (expected nats://, tls:// or sqlite:); "
         "history is unavailable and builds are kept in the local spool",
         HISTORY_URL_ENV,
         scheme,
     )
-    return Spooled(UnavailableStore(f"unknown scheme {scheme!r}"), state / SPOOL_FILE)
+    return Spooled(unknown, state / SPOOL_FILE)
 
 
 def _sqlite_path(url: str | None, state: Path) -> Path:

@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lian_build.api import BuildMetrics
-from lian_build.history import DEFAULT_WINDOW, HistoryP95, HistoryStore, HistoryUnavailable, p95_of
+from lian_build.history import (
+    DEFAULT_WINDOW,
+    HistoryP95,
+    HistoryStore,
+    HistoryUnavailable,
+    p95_of,
+    warn_once,
+)
 from lian_build.history.records import metrics_from_json, metrics_to_json
 
 log = logging.getLogger("lian.history")
@@ -53,7 +60,6 @@ class Spooled:
         self.spool = Path(spool)
         self.name = inner.name
         self.location = inner.location
-        self._warned = False
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -64,12 +70,6 @@ class Spooled:
             yield fd
         finally:
             os.close(fd)  # closing releases the lock
-
-    def _warn(self, message: str, *args: object) -> None:
-        # One warning per invocation: the second failure says nothing new.
-        if not self._warned:
-            self._warned = True
-            log.warning(message, *args)
 
     def pending(self) -> list[BuildMetrics]:
         """Records waiting in the spool, oldest first."""
@@ -91,7 +91,12 @@ class Spooled:
                     self.inner.append(metrics)
                     sent += 1
             except HistoryUnavailable as exc:
-                self._warn("history store %s unavailable: %s", self.inner.location, exc)
+                warn_once(
+                    self.inner.location,
+                    "history store %s unavailable: %s",
+                    self.inner.location,
+                    exc,
+                )
             left = waiting[sent:]
             _rewrite(fd, left)
             if sent:
@@ -104,7 +109,8 @@ class Spooled:
                 self.inner.append(metrics)
                 return True
         except HistoryUnavailable as exc:
-            self._warn(
+            warn_once(
+                self.inner.location,
                 "history store %s unavailable, the build is kept in %s: %s",
                 self.inner.location,
                 self.spool,
