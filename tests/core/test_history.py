@@ -342,3 +342,44 @@ def test_record_metrics_hook_never_fails_the_build(monkeypatch, tmp_path, caplog
     assert any(
         "not recorded" in r.getMessage() or "spool" in r.getMessage() for r in caplog.records
     )
+
+
+# ----------------------------------------------------------------- lian history
+
+
+def test_lian_history_lists_builds_and_the_p95_with_the_builds_it_used(tmp_path):
+    from fixtures.cli import lian_envelope, lian_process
+
+    state = tmp_path / "state"
+    store = open_history_store(None, state)
+    store.append(metrics(session="no-peak", peak_memory_bytes=None))
+    for i in range(3):
+        store.append(metrics(session=f"ok{i}", peak_memory_bytes=5 * 1024**3))
+    store.append(metrics(workspace="web", session="w-oom", oom=True, succeeded=False))
+    run = lian_envelope(["history", "--json", "--workspace", "app"], state)
+    assert run.exit_code == 0, run.stderr
+    result = run.envelope["result"]
+    assert result["store"] == {"name": "sqlite", "location": str(state / history.SQLITE_FILE)}
+    [app] = result["workspaces"]
+    assert [b["session_id"] for b in app["builds"]] == ["no-peak", "ok0", "ok1", "ok2"]
+    assert [b["used"] for b in app["builds"]] == [False, True, True, True]
+    assert app["used"] == ["ok0", "ok1", "ok2"]
+    assert app["p95"]["memory_gb"] == 6 and app["p95"]["cpu"] == 4
+    every = lian_envelope(["history", "--json"], state).envelope["result"]
+    assert [w["workspace"] for w in every["workspaces"]] == ["app", "web"]
+    assert every["workspaces"][1]["p95"] is None
+    table = lian_process(["history"], state)
+    assert table.returncode == 0, table.stderr
+    assert "app: 4 builds; P95 size 4 cpu, 6 GB" in table.stdout
+    assert "web: 1 builds; no P95 yet" in table.stdout
+
+
+def test_lian_history_with_the_store_down_is_one_error_envelope(tmp_path):
+    from fixtures.cli import lian_envelope
+
+    run = lian_envelope(
+        ["history", "--json"], tmp_path, env={"LIAN_HISTORY_URL": "nats://127.0.0.1:1"}
+    )
+    assert run.exit_code == 8
+    assert run.error["code"] == "HISTORY_UNAVAILABLE"
+    assert run.error["details"] == {"store": "jetstream", "location": "nats://127.0.0.1:1"}

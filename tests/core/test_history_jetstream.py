@@ -290,3 +290,16 @@ def test_jetstream_store_is_unavailable_not_raising_on_a_dead_server(tmp_path):
     with pytest.raises(HistoryUnavailable):  # and it does not try again this run
         store.recent("app")
     store.close()
+
+
+def test_lian_history_reads_the_fleet_stream(jetstream, tmp_path):
+    for i in range(3):
+        assert _record(tmp_path / "machine-a", jetstream.url, "shared", f"a{i}").returncode == 0
+    run = lian_envelope(
+        ["history", "--json"], tmp_path / "machine-b", env={"LIAN_HISTORY_URL": jetstream.url}
+    )
+    assert run.exit_code == 0, run.stderr
+    result = run.envelope["result"]
+    assert result["store"] == {"name": "jetstream", "location": jetstream.url}
+    [shared] = result["workspaces"]
+    assert shared["used"] == ["a0", "a1", "a2"] and shared["p95"]["memory_gb"] == 11

@@ -7,10 +7,14 @@ state directory. Never fatal: an unreachable store keeps the record in the local
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from lian_build import hookimpl
 from lian_build.api import BuildMetrics
 from lian_build.history import default_store
+
+if TYPE_CHECKING:
+    import typer
 
 log = logging.getLogger("lian.history")
 
@@ -22,3 +26,10 @@ def lian_record_metrics(metrics: BuildMetrics) -> None:
         default_store().append(metrics)
     except Exception as exc:
         log.warning("history: could not record the build: %s", exc)
+
+
+@hookimpl
+def lian_register_commands(cli: typer.Typer) -> None:
+    from lian_build.history.command import register
+
+    register(cli)

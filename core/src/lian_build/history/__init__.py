@@ -97,6 +97,10 @@ class HistoryStore(Protocol):
         Raises ``HistoryUnavailable``."""
         ...
 
+    def workspaces(self) -> list[str]:
+        """Every workspace with at least one record, sorted. Raises ``HistoryUnavailable``."""
+        ...
+
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
         ...

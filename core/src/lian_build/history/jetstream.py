@@ -286,6 +286,17 @@ class JetStreamHistoryStore:
     def p95(self, workspace: str, n: int = DEFAULT_WINDOW) -> HistoryP95:
         return p95_of(workspace, self.recent(workspace, n))
 
+    def workspaces(self) -> list[str]:
+        prefix = f"{self.subject}."
+
+        async def subjects() -> list[str]:
+            js = await self._jetstream()
+            info = await js.stream_info(self.stream, subjects_filter=f"{prefix}>")
+            return list((info.state.subjects or {}).keys())
+
+        found = self._call(subjects, CONNECT_TIMEOUT_S + 2 * REQUEST_TIMEOUT_S)
+        return sorted(urllib.parse.unquote(s[len(prefix) :]) for s in found)
+
     def close(self) -> None:
         if self._loop is None:
             return

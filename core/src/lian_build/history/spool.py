@@ -48,6 +48,9 @@ class UnavailableStore:
     def p95(self, workspace: str, n: int = DEFAULT_WINDOW) -> HistoryP95:
         raise HistoryUnavailable(self.reason)
 
+    def workspaces(self) -> list[str]:
+        raise HistoryUnavailable(self.reason)
+
     def close(self) -> None:
         pass
 
@@ -132,6 +135,9 @@ class Spooled:
 
     def p95(self, workspace: str, n: int = DEFAULT_WINDOW) -> HistoryP95:
         return p95_of(workspace, self.recent(workspace, n))
+
+    def workspaces(self) -> list[str]:
+        return self.inner.workspaces()
 
     def close(self) -> None:
         self.inner.close()
