@@ -1,7 +1,7 @@
 """The fleet history store: one NATS JetStream stream every CI machine appends to.
 
 URL: ``nats://[token@]host:port`` or ``tls://host:port`` (TLS), with optional query
-parameters: ``stream`` (default ``LIAN_HISTORY``), ``subject`` (prefix, default
+parameters: ``stream`` (default ``lian-history``), ``subject`` (prefix, default
 ``lian.history``), ``keep`` (builds kept per workspace, default 500), ``nkey_seed`` and
 ``token`` (secret references such as ``env:NAME`` or ``vault:...``), ``ca_file`` (a CA
 bundle for ``tls://``).
@@ -27,7 +27,7 @@ from lian_build.history.records import metrics_from_json, metrics_to_json
 
 log = logging.getLogger("lian.history")
 
-DEFAULT_STREAM = "LIAN_HISTORY"
+DEFAULT_STREAM = "lian-history"
 DEFAULT_SUBJECT = "lian.history"
 DEFAULT_KEEP = 500
 CONNECT_TIMEOUT_S = 2.0
