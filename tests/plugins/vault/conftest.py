@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_vault import FakeVault, fake_vault_server
+
+from fixtures.vault import FakeVault, fake_vault_server
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fake_vault import FakeVault
-
 from fixtures.cli import lian_envelope
+from fixtures.vault import FakeVault
 from lian_build.errors import EXIT_INVALID_INPUT, EXIT_NOT_READY
 
 NPM_MARKER = "npm-marker-5e0d13b9c2"

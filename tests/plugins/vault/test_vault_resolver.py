@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_vault import FakeVault
 
+from fixtures.vault import FakeVault
 from lian_build.errors import SecretError
 from lian_build.plugins import PluginHost
 from lian_build.secrets import SecretStore

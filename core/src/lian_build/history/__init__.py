@@ -170,6 +170,7 @@ def open_history_store(
         except ValueError as exc:
             store = UnavailableStore(str(exc))
             warn_once(store.location, "history: %s; builds are kept in the local spool", exc)
+            _WARNED.add(store.location + "#spool")  # that warning said it already
         return Spooled(store, state / SPOOL_FILE)
     unknown = UnavailableStore(f"unknown scheme {scheme!r}")
     warn_once(
@@ -179,6 +180,7 @@ def open_history_store(
         HISTORY_URL_ENV,
         scheme,
     )
+    _WARNED.add(unknown.location + "#spool")  # that warning said it already
     return Spooled(unknown, state / SPOOL_FILE)
 
 

@@ -95,9 +95,10 @@ class Spooled:
                     sent += 1
             except HistoryUnavailable as exc:
                 warn_once(
+                    self.inner.location + "#spool",
+                    "history store %s unavailable, the build record is kept in %s: %s",
                     self.inner.location,
-                    "history store %s unavailable: %s",
-                    self.inner.location,
+                    self.spool,
                     exc,
                 )
             left = waiting[sent:]
@@ -113,8 +114,8 @@ class Spooled:
                 return True
         except HistoryUnavailable as exc:
             warn_once(
-                self.inner.location,
-                "history store %s unavailable, the build is kept in %s: %s",
+                self.inner.location + "#spool",
+                "history store %s unavailable, the build record is kept in %s: %s",
                 self.inner.location,
                 self.spool,
                 exc,
