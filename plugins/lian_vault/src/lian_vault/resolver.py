@@ -191,11 +191,10 @@ class VaultSecretResolver(api.SecretResolver):
                 json={"role_id": role_id, "secret_id": secret_id},
             )
             if response.status_code != 200:
-                code = "VAULT_UNAVAILABLE" if response.status_code >= 500 else "VAULT_DENIED"
                 raise SecretError(
                     f"vault: AppRole login at auth/{mount} failed "
                     f"(HTTP {response.status_code}: {_vault_errors(response)})",
-                    code=code,
+                    code="VAULT_UNAVAILABLE" if response.status_code >= 500 else "VAULT_DENIED",
                 )
             try:
                 token = str(response.json()["auth"]["client_token"])
