@@ -22,6 +22,7 @@ PLUGINS = {
     "zot": "plugins/lian_zot",
     "harbor": "plugins/lian_harbor",
     "ghcr": "plugins/lian_ghcr",
+    "vault": "plugins/lian_vault",
 }
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nkeys]"]
 

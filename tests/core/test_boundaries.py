@@ -20,6 +20,7 @@ PLUGIN_PACKAGES = {
     "lian_zot",
     "lian_harbor",
     "lian_ghcr",
+    "lian_vault",
 }
 PROVIDER_SDKS = {"hcloud", "proxmoxer", "docker"}
 HEAVY = {"hcloud", "proxmoxer", "docker", "paramiko", "nats", "httpx"}

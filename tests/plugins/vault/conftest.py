@@ -1,25 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from fixtures.vault import FakeVault, fake_vault_server
-
-
-@pytest.fixture
-def fake_vault() -> Iterator[FakeVault]:
-    yield from fake_vault_server()
-
-
-@pytest.fixture
-def fake_vault_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeVault, Path]]:
-    from fixtures.tls import make_tls
-
-    ca, cert, key = make_tls(tmp_path_factory.mktemp("vault-tls"))
-    for vault in fake_vault_server((cert, key)):
-        yield vault, ca
 
 
 @pytest.fixture(autouse=True)

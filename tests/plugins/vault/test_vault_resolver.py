@@ -221,3 +221,9 @@ def test_registered_through_the_plugin_host(with_token: FakeVault) -> None:
     record = next(r for r in host.report() if r["name"] == "vault")
     assert record["distribution"] == "lian-build-vault"
     assert record["provides"] == {"secret": ["vault"]}
+
+
+def test_plugin_module_does_not_import_httpx() -> None:
+    from fixtures.plugin_checks import assert_import_leaves_out
+
+    assert_import_leaves_out("lian_vault.plugin", "httpx")

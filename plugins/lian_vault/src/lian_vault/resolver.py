@@ -27,13 +27,15 @@ from __future__ import annotations
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 
 from lian_build import api
 from lian_build.errors import SecretError
+
+if TYPE_CHECKING:  # httpx is imported when a vault: reference is resolved, not at start-up
+    import httpx
 
 DEFAULT_MOUNT = "secret"
 DEFAULT_FIELD = "password"
@@ -157,6 +159,8 @@ class VaultSecretResolver(api.SecretResolver):
                         f"VAULT_CACERT {ca}: cannot load the CA bundle: {exc}",
                         code="VAULT_CONFIG",
                     ) from None
+            import httpx
+
             self._client = httpx.Client(
                 base_url=addr.rstrip("/") + "/v1/",
                 headers=headers,
@@ -167,6 +171,8 @@ class VaultSecretResolver(api.SecretResolver):
         return self._client
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             return self._http().request(method, url, **kwargs)
         except httpx.HTTPError as exc:
