@@ -149,7 +149,11 @@ def p95_queries(tmp: Path, url: str, repeats: int) -> dict[str, Any]:
         target = next(iter(shape))
         for kind in ("sqlite", "jetstream"):
             state = tmp / f"q-{kind}-{len(shape)}"
-            store_url = None if kind == "sqlite" else f"{url}?stream=Q{len(shape)}&keep=10000"
+            store_url = (
+                None
+                if kind == "sqlite"
+                else f"{url}?stream=q{len(shape)}&subject=q{len(shape)}.history&keep=10000"
+            )
             start = time.perf_counter()
             fill(store_url, state, shape)
             fill_s = time.perf_counter() - start

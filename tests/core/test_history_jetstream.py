@@ -20,6 +20,7 @@ from lian_build import history
 from lian_build.api import BuildMetrics
 from lian_build.history import HistoryUnavailable, open_history_store
 from lian_build.history.jetstream import JetStreamHistoryStore, subject_token
+from lian_build.history.spool import Spooled
 
 
 @pytest.fixture(autouse=True)
@@ -303,3 +304,23 @@ def test_lian_history_reads_the_fleet_stream(jetstream, tmp_path):
     assert result["store"] == {"name": "jetstream", "location": jetstream.url}
     [shared] = result["workspaces"]
     assert shared["used"] == ["a0", "a1", "a2"] and shared["p95"]["memory_gb"] == 11
+
+
+def test_recent_reads_the_tail_of_a_busy_shared_stream(jetstream, tmp_path):
+    """A workspace's last builds are found behind many builds of other workspaces."""
+    store = open_history_store(f"{jetstream.url}?keep=5000", tmp_path)
+    assert isinstance(store, Spooled)
+    try:
+        for i in range(60):
+            store.append(metrics(workspace="quiet", session=f"q{i:03d}"))
+        for i in range(400):
+            store.append(metrics(workspace="busy", session=f"b{i:03d}"))
+        for i in range(60, 63):
+            store.append(metrics(workspace="quiet", session=f"q{i:03d}"))
+        quiet = [m.session_id for m in store.recent("quiet", 50)]
+        assert quiet == [f"q{i:03d}" for i in range(13, 63)]
+        busy = [m.session_id for m in store.recent("busy", 50)]
+        assert busy == [f"b{i:03d}" for i in range(350, 400)]
+        assert len(store.recent("quiet", 1000)) == 63
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -222,6 +223,39 @@ class JetStreamHistoryStore:
     def _subject(self, workspace: str) -> str:
         return f"{self.subject}.{subject_token(workspace)}"
 
+    async def _read_from(
+        self, js: Any, subject: str, start: int | None, count: int | None, at_least: int = 0
+    ) -> list[bytes] | None:
+        """Messages on ``subject`` from sequence ``start`` (None: the first) to the end.
+
+        None, without reading, when fewer than ``at_least`` would come."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        sub = await js.pull_subscribe(subject, stream=self.stream, config=config)
+        got: list[bytes] = []
+        try:
+            if count is None:
+                count = int((await sub.consumer_info()).num_pending)
+                if count < at_least:
+                    return None
+            while len(got) < count:
+                batch = await sub.fetch(min(count - len(got), 256), timeout=REQUEST_TIMEOUT_S)
+                got.extend(m.data for m in batch)
+        finally:
+            try:
+                await sub.unsubscribe()
+                await js.delete_consumer(self.stream, sub._consumer)
+            except Exception as exc:  # the inactivity threshold removes it anyway
+                log.debug("history: consumer cleanup: %s", exc)
+        return got
+
     def append(self, metrics: BuildMetrics) -> bool:
         payload = json.dumps(metrics_to_json(metrics), sort_keys=True).encode()
         msg_id = f"{metrics.workspace}/{metrics.session_id}/{metrics.finished_at.isoformat()}"
@@ -244,37 +278,27 @@ class JetStreamHistoryStore:
         subject = self._subject(workspace)
 
         async def read() -> list[bytes]:
-            from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
             js = await self._jetstream()
             info = await js.stream_info(self.stream, subjects_filter=subject)
             count = int((info.state.subjects or {}).get(subject, 0))
             if count == 0:
                 return []
-            # Start late enough to read about n messages: per-subject limits keep the
-            # subject's sequences in a bounded tail of the stream, and the filter skips
-            # other workspaces' messages in between.
-            config = ConsumerConfig(
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30.0,
-                mem_storage=True,
-            )
-            sub = await js.pull_subscribe(subject, stream=self.stream, config=config)
-            got: list[bytes] = []
-            try:
-                while len(got) < count:
-                    batch = await sub.fetch(min(count - len(got), 256), timeout=REQUEST_TIMEOUT_S)
-                    got.extend(m.data for m in batch)
-            finally:
-                try:
-                    await sub.unsubscribe()
-                    await js.delete_consumer(self.stream, sub._consumer)
-                except Exception as exc:  # the inactivity threshold removes it anyway
-                    log.debug("history: consumer cleanup: %s", exc)
-            return got[-n:]
+            if count <= n:
+                return await self._read_from(js, subject, None, count) or []
+            # Read only the tail: start far enough back that about n of this workspace's
+            # messages follow (its share of the stream says how far), and go back further
+            # while fewer than n match. A stream shared by a fleet interleaves workspaces.
+            first, last = info.state.first_seq, info.state.last_seq
+            span = math.ceil(n * max(1, info.state.messages) / count * 1.5)
+            while True:
+                start = max(first, last - span + 1)
+                at_least = n if start > first else 0
+                got = await self._read_from(js, subject, start, None, at_least=at_least)
+                if got is not None:
+                    return got[-n:]
+                span *= 4
 
-        raw = self._call(read, CONNECT_TIMEOUT_S + 4 * REQUEST_TIMEOUT_S)
+        raw = self._call(read, CONNECT_TIMEOUT_S + 8 * REQUEST_TIMEOUT_S)
         found: list[BuildMetrics] = []
         for data in raw:
             try:
