@@ -26,6 +26,7 @@ PLUGINS = {
     "harbor": "plugins/lian_harbor",
     "ghcr": "plugins/lian_ghcr",
     "orchestrator": "plugins/lian_orchestrator",
+    "vault": "plugins/lian_vault",
 }
 # docker: the cloud imitations start real runner containers for their servers/VMs.
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nkeys]", "docker>=7"]

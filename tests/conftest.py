@@ -11,6 +11,7 @@ pytest_plugins = [
     "fixtures.registry",
     "fixtures.nats",
     "fixtures.docker",
+    "fixtures.vault",
 ]
 
 

@@ -21,6 +21,7 @@ PLUGIN_PACKAGES = {
     "lian_harbor",
     "lian_ghcr",
     "lian_orchestrator",
+    "lian_vault",
 }
 PROVIDER_SDKS = {"hcloud", "proxmoxer", "docker"}
 HEAVY = {"hcloud", "proxmoxer", "docker", "paramiko", "nats", "httpx", "starlette", "uvicorn"}

@@ -1,5 +1,5 @@
 """The core works with no provider plugin present (nox -s core_alone installs it alone;
-in the full environment the provider plugins are blocked instead)."""
+in the full environment the first-party plugins are blocked instead)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 from fixtures.fake_dists import run_lian
 from fixtures.keys import write_private_key
 
-SIX = "hcloud,proxmox,docker-local,zot,harbor,ghcr,orchestrator"
+FIRST_PARTY = "hcloud,proxmox,docker-local,zot,harbor,ghcr,orchestrator,vault"
 
 
 def test_help_and_plugins_without_providers():
-    env = {"LIAN_DISABLE_PLUGINS": SIX}
+    env = {"LIAN_DISABLE_PLUGINS": FIRST_PARTY}
     assert run_lian(["--help"], env=env).returncode == 0
     proc = run_lian(["plugins", "--json"], env=env)
     assert proc.returncode == 0
@@ -43,7 +43,7 @@ def test_build_without_provider_is_a_clear_plugin_error(tmp_path):
             "--ssh-key",
             str(key),
         ],
-        env={"LIAN_DISABLE_PLUGINS": SIX},
+        env={"LIAN_DISABLE_PLUGINS": FIRST_PARTY},
     )
     assert proc.returncode == 3, proc.stderr
     envelope = json.loads(proc.stdout)

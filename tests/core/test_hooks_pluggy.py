@@ -67,7 +67,7 @@ def test_a_raising_metrics_plugin_cannot_stop_the_builtin_history(
     # Registered last, so pluggy would call it first: a plain hook call would stop here.
     host = PluginHost.load(entry_points=False, extra=[("raising", _Raising())])
     host.record_metrics(_metrics("isolated"))
-    samples = default_store().samples("isolated")
+    samples = default_store().recent("isolated")
     assert [s.session_id for s in samples] == ["s0123456789ab"]
     assert "raising failed to record build metrics" in caplog.text
     assert "metrics backend down" in caplog.text
@@ -80,7 +80,7 @@ def test_hookwrappers_wrap_isolated_calls(tmp_path: Path) -> None:
     host.size(api.SizingRequest(workspace="wrapped", language="go", context_dir=tmp_path))
     assert wrapper.seen[:2] == ["before wrapped", "after"]
     assert "size language" in wrapper.seen
-    assert default_store().samples("wrapped")
+    assert default_store().recent("wrapped")
 
 
 def test_trace_hooks_traces_every_hook_call(

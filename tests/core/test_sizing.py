@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,9 +14,12 @@ from lian_build import hookimpl, hookspecs, sizing
 from lian_build.api import BuildMetrics, RunnerSize, SizingRequest
 from lian_build.builtin import sizing as builtin_sizing
 from lian_build.errors import ContractViolation, InvalidInput
-from lian_build.history import HistoryStore
+from lian_build.history import HistoryStore, open_history_store
 
 GIB = 1024**3
+
+
+_SESSIONS = (f"s{i}" for i in itertools.count())
 
 
 def metrics(
@@ -30,7 +34,7 @@ def metrics(
 ) -> BuildMetrics:
     return BuildMetrics(
         workspace=workspace,
-        session_id="s1",
+        session_id=next(_SESSIONS),  # distinct: stores keep one record per attempt
         provider="docker-local",
         tier="t",
         cpu=cpu,
@@ -191,7 +195,7 @@ def test_override_rejects_bad_values(kwargs, field):
 
 @pytest.fixture
 def store(tmp_path) -> HistoryStore:
-    return HistoryStore(tmp_path / "state" / "history.jsonl")
+    return open_history_store(None, tmp_path / "state")
 
 
 def manager(store: HistoryStore) -> pluggy.PluginManager:
@@ -244,7 +248,7 @@ def test_chain_explicit_beats_history(tmp_path, store):
 
 def test_history_plugin_reads_the_default_store(tmp_path, monkeypatch):
     monkeypatch.setenv("LIAN_STATE_DIR", str(tmp_path / "state"))
-    default = HistoryStore(tmp_path / "state" / "history.jsonl")
+    default = open_history_store(None, tmp_path / "state")
     for _ in range(3):
         default.append(metrics(peak_gib=20.0))
     request = SizingRequest(workspace="app", language=None, context_dir=tmp_path)

@@ -15,6 +15,9 @@ from e2e.helpers import E2E, lian
 from fixtures.keys import write_private_key
 
 BUSYBOX = Path("/bin/busybox")
+# Every workspace of this session carries the token, so the leak check at the end looks
+# only at this session's runners: one dockerd serves several test sessions at once.
+SESSION_TOKEN = uuid.uuid4().hex[:6]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,12 +51,14 @@ def e2e(
     )
     base = f"{oci_registry.host}/base/busybox:1"
     env = E2E(oci_registry, runner_image, ssh_key, base, docker_client)
-    run = lian(env.flags("base", ctx, base))
+    run = lian(env.flags(f"base-{SESSION_TOKEN}", ctx, base))
     assert run.returncode == 0, run.stderr
     yield env
-    # Only this run's workspaces: the Docker engine is shared with other test runs,
-    # whose runners are not ours to judge or remove.
-    leftovers = [c for c in env.runners() if c.labels.get("lian.workspace") in _WORKSPACES]
+    leftovers = [
+        c
+        for c in env.runners()
+        if SESSION_TOKEN in c.labels.get("lian.workspace", "")  # never another session's
+    ]
     for container in leftovers:
         container.remove(force=True)
     assert not leftovers, f"runners leaked: {[c.name for c in leftovers]}"
@@ -64,6 +69,4 @@ _WORKSPACES: set[str] = set()  # every workspace this run's tests built in
 
 @pytest.fixture
 def workspace() -> str:
-    name = "e2e-" + uuid.uuid4().hex[:8]
-    _WORKSPACES.add(name)
-    return name
+    return f"e2e-{SESSION_TOKEN}-{uuid.uuid4().hex[:6]}"

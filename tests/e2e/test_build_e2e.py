@@ -84,7 +84,7 @@ def test_build_push_and_digest_matches_registry(e2e, tmp_path, workspace):
     # What the build used is recorded for history-based sizing, measured in the runner.
     from lian_build.history import default_store
 
-    samples = default_store().samples(workspace)
+    samples = default_store().recent(workspace)
     assert [s.session_id for s in samples] == [result["session_id"]]
     assert samples[0].succeeded and samples[0].peak_memory_bytes
     assert samples[0].peak_memory_bytes > 1_000_000

@@ -16,6 +16,7 @@ from lian_build import api, cache, model, oom, sizing, validate
 from lian_build.errors import InvalidInput
 from lian_build.intent import Request, event_settings
 from lian_build.plugins import PluginHost
+from lian_build.secrets import check_schemes
 
 REMOTE_ROOT = "/tmp"
 
@@ -266,6 +267,7 @@ def make_plan(
     intent = BuildView.of(request)
     compute = host.compute_provider(intent.compute.provider, intent.compute.settings, secret_lookup)
     registry = host.registry(intent.registry.provider, intent.registry.settings, secret_lookup)
+    check_schemes(_references(intent, compute, registry), host.names("secret"))
     if intent.image.registry != registry.host:
         raise InvalidInput(
             f"image {intent.image} is not in registry {registry.host} "
@@ -317,6 +319,20 @@ def make_plan(
         paths=RemotePaths.for_session(sid),
         builders=builders,
     )
+
+
+def _references(intent: BuildView, *providers: Any) -> list[tuple[str, str]]:
+    """Every secret reference the build would resolve, with the field it came from."""
+    found = [(f"secrets.{sid}", ref) for sid, ref in intent.secrets]
+    if intent.nkey_seed_ref:
+        found.append(("events.nkey_seed_ref", intent.nkey_seed_ref))
+    for kind, provider in zip(("compute", "registry"), providers, strict=True):
+        settings: Any = getattr(provider, "settings", None)
+        values: dict[str, Any] = attrs.asdict(settings) if attrs.has(type(settings)) else {}
+        for key, value in values.items():
+            if key.endswith("_ref") and isinstance(value, str) and value:
+                found.append((f"{kind}.{key}", value))
+    return found
 
 
 def _dedup(items: Sequence[str]) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ process (envelope, log line, event, error message) can be scrubbed with ``redact
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from lian_build import api
 from lian_build.errors import SecretError
@@ -59,3 +59,20 @@ class SecretStore:
     @property
     def values(self) -> frozenset[str]:
         return frozenset(self._values)
+
+
+def check_schemes(references: Iterable[tuple[str, str]], schemes: Iterable[str]) -> None:
+    """Every ``(field, reference)`` names an installed resolver; nothing is resolved.
+
+    ``lian plan`` calls this so a ``vault:`` reference without the Vault plugin fails at
+    plan time, not halfway through a build."""
+    known = set(schemes)
+    for field, reference in references:
+        scheme, _ = parse_reference(reference)
+        if scheme not in known:
+            raise SecretError(
+                f"{field}: no secret resolver for scheme {scheme!r} "
+                f"(installed: {', '.join(sorted(known)) or 'none'})",
+                code="SECRET_SCHEME_UNKNOWN",
+                field=field,
+            )

@@ -74,7 +74,8 @@ def p95(values: Sequence[Fraction]) -> Fraction:
     return ordered[rank - 1]
 
 
-def _usable(sample: BuildMetrics) -> bool:
+def usable(sample: BuildMetrics) -> bool:
+    """Succeeded, not OOM, with a peak-memory measurement and a positive duration."""
     return (
         sample.succeeded
         and not sample.oom
@@ -101,19 +102,19 @@ def from_history(samples: Sequence[BuildMetrics]) -> RunnerSize | None:
     minutes and clamped to 10..1440. Measured durations beat a per-language guess, and
     this source does not know the language.
     """
-    usable = [s for s in samples if _usable(s)]
-    if len(usable) < HISTORY_MIN_SAMPLES:
+    usable_samples = [s for s in samples if usable(s)]
+    if len(usable_samples) < HISTORY_MIN_SAMPLES:
         return None
-    cpu_p95 = p95([_cores_used(s) for s in usable])
-    mem_p95 = p95([Fraction(s.peak_memory_bytes or 0) for s in usable])
-    duration_p95 = p95([Fraction(s.duration_s) for s in usable])
+    cpu_p95 = p95([_cores_used(s) for s in usable_samples])
+    mem_p95 = p95([Fraction(s.peak_memory_bytes or 0) for s in usable_samples])
+    duration_p95 = p95([Fraction(s.duration_s) for s in usable_samples])
 
     cpu = min(CPU_MAX, max(FLOOR_CPU, math.ceil(cpu_p95 * HISTORY_HEADROOM)))
     memory_gb = max(FLOOR_MEMORY_GB, math.ceil(mem_p95 * HISTORY_HEADROOM / GIB))
     minutes = math.ceil(duration_p95 * HISTORY_TIME_FACTOR / 60)
     minutes = min(TIME_BUDGET_MAX, max(TIME_BUDGET_MIN, minutes))
     reason = (
-        f"P95 of {len(usable)} successful builds ({float(cpu_p95):.2f} cores, "
+        f"P95 of {len(usable_samples)} successful builds ({float(cpu_p95):.2f} cores, "
         f"{float(mem_p95 / GIB):.2f} GiB, {float(duration_p95 / 60):.1f} min) with 20% headroom"
     )
     return RunnerSize(cpu, memory_gb, minutes, source="history", reason=reason)

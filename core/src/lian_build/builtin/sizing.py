@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lian_build import hookimpl, sizing
 from lian_build.api import RunnerSize, SizingRequest
-from lian_build.history import HistoryStore, default_store
+from lian_build.history import HistoryStore, HistoryUnavailable, default_store, warn_once
 
 
 class ExplicitSpecSizing:
@@ -23,7 +23,9 @@ class ExplicitSpecSizing:
 
 
 class HistorySizing:
-    """P95 of the workspace's measured builds from the local history store."""
+    """P95 of the workspace's measured builds from the configured history store.
+
+    An unreachable store is one warning, and sizing falls back to the next source."""
 
     def __init__(self, store: HistoryStore | None = None) -> None:
         self._store = store  # None: the default store, located at call time
@@ -31,7 +33,16 @@ class HistorySizing:
     @hookimpl
     def lian_size_runner(self, request: SizingRequest) -> RunnerSize | None:
         store = self._store if self._store is not None else default_store()
-        return sizing.from_history(store.samples(request.workspace))
+        try:
+            return store.p95(request.workspace).size
+        except HistoryUnavailable as exc:
+            warn_once(
+                store.location,
+                "history store %s unavailable, sizing without history: %s",
+                store.location,
+                exc,
+            )
+            return None
 
 
 class LanguageDefaultSizing:

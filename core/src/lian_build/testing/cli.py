@@ -20,7 +20,17 @@ from typing import Any
 import attrs
 
 # Variables a developer's shell may hold that would change what the CLI does.
-SCRUBBED_PREFIXES = ("BUILDKIT_", "LIAN_", "NATS_", "HCLOUD_", "PROXMOX_", "GHCR_", "HARBOR_")
+SCRUBBED_PREFIXES = (
+    "BUILDKIT_",
+    "LIAN_",
+    "NATS_",
+    "HCLOUD_",
+    "PROXMOX_",
+    "GHCR_",
+    "HARBOR_",
+    "VAULT_",
+    "ORCHESTRATOR_",
+)
 
 # Every envelope ``lian_envelope`` parsed in this process, in order.
 RECORDED: list[dict[str, Any]] = []

@@ -9,12 +9,10 @@ depends only on ``ServerHistory``.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any, Protocol
 
 from lian_build import api
-from lian_build.errors import InvalidInput
 
 log = logging.getLogger("lian.orchestrator")
 
@@ -54,37 +52,7 @@ class _Store:
         return answer.size, len(answer.used)
 
 
-class _JsonLines:
-    """The single-file store of lian versions before the ``HistoryStore`` interface."""
-
-    def __init__(self, module: Any) -> None:
-        from lian_build import sizing  # the same P95 rule as the local history source
-
-        self._from_history = sizing.from_history
-        self._store = module.default_store()
-        self.location = f"jsonl:{self._store.path}"
-
-    def append(self, metrics: api.BuildMetrics) -> None:
-        try:
-            self._store.append(metrics)
-        except OSError as exc:
-            raise HistoryDown(f"cannot write {self.location}: {exc}") from None
-
-    def p95(self, workspace: str) -> tuple[api.RunnerSize | None, int]:
-        samples = self._store.samples(workspace)
-        size = self._from_history(samples)
-        used = [s for s in samples if s.succeeded and not s.oom and s.peak_memory_bytes]
-        return size, len(used)
-
-
 def open_history(url: str | None) -> ServerHistory:
-    module = importlib.import_module("lian_build.history")
-    opener = getattr(module, "open_history_store", None)
-    if opener is None:
-        if url:
-            raise InvalidInput(
-                "--history-url needs a lian-build with history stores (SQLite, JetStream)",
-                field="history_url",
-            )
-        return _JsonLines(module)
-    return _Store(opener(url), module.HistoryUnavailable)
+    from lian_build.history import HistoryUnavailable, open_history_store
+
+    return _Store(open_history_store(url), HistoryUnavailable)
