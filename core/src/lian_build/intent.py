@@ -44,6 +44,10 @@ class CacheChoice:
     do_export: bool = True
     extra_imports: tuple[str, ...] = ()  # --cache-from
     extra_exports: tuple[str, ...] = ()  # --cache-to
+    # Session builds: "ephemeral" removes the session's dev/ cache after the build,
+    # "keep" keeps it. Flags cannot say it, so flag builds keep (nothing is deleted
+    # that the user did not ask to delete); directives default to the contract's value.
+    disposition: str = "keep"
 
 
 @attrs.frozen
@@ -294,6 +298,9 @@ def from_directives(
             do_export=bool(do_export),
             extra_imports=tuple(args.cache_from),
             extra_exports=tuple(args.cache_to),
+            disposition=str(
+                getattr(getattr(cache, "disposition", None), "value", None) or "ephemeral"
+            ),
         ),
         events=api.EventSettings(
             nats_url=getattr(events, "url", None) or args.nats_url,

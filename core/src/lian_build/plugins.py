@@ -42,6 +42,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "lian_build.builtin.builders",
     "lian_build.builtin.secrets",
     "lian_build.builtin.nats",
+    "lian_build.builtin.cache",
 )
 
 # What each registration hook registers, and the attribute that names an item.

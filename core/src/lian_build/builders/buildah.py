@@ -25,6 +25,25 @@ logger = logging.getLogger("lian.builders.buildah")
 
 PROBE_TIMEOUT_S = 30.0
 
+# The runner's own soft and hard limits, one per line.
+_LIMITS_SCRIPT = "ulimit -Sn; ulimit -Hn; ulimit -Su; ulimit -Hu"
+
+
+def parse_limits(text: str) -> dict[str, str] | None:
+    """``{"nofile": "S:H", "nproc": "S:H"}`` from ``_LIMITS_SCRIPT``'s output, or None.
+
+    buildah >= 1.29 raises RLIMIT_NOFILE/NPROC for each RUN step to its own defaults,
+    which a container whose hard limit is lower refuses ("operation not permitted"):
+    passing the limits the runner already has makes every RUN step work there.
+    """
+    values = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(values) != 4:
+        return None
+    numbers = ["-1" if v == "unlimited" else v for v in values]
+    if not all(n == "-1" or n.isdigit() for n in numbers):
+        return None
+    return {"nofile": f"{numbers[0]}:{numbers[1]}", "nproc": f"{numbers[2]}:{numbers[3]}"}
+
 
 class BuildahBuilder(api.Builder):
     """Builds with ``buildah build`` then pushes each tag with ``buildah push``."""
@@ -55,10 +74,12 @@ class BuildahBuilder(api.Builder):
     def digest_path(self, job: api.BuildJob, index: int) -> str:
         return posixpath.join(job.work_dir, f"digest-{index}")
 
-    def commands(self, job: api.BuildJob) -> list[list[str]]:
-        return [self._build_command(job), *self._push_commands(job)]
+    def commands(self, job: api.BuildJob, limits: dict[str, str] | None = None) -> list[list[str]]:
+        """The build and push commands. ``limits`` (read from the runner at build time,
+        see ``parse_limits``) become ``--ulimit`` flags."""
+        return [self._build_command(job, limits), *self._push_commands(job)]
 
-    def _build_command(self, job: api.BuildJob) -> list[str]:
+    def _build_command(self, job: api.BuildJob, limits: dict[str, str] | None) -> list[str]:
         argv = [
             *self._buildah(),
             "build",
@@ -68,6 +89,8 @@ class BuildahBuilder(api.Builder):
             "--format", "oci",
             "-f", posixpath.join(job.context_dir, job.dockerfile),
         ]  # fmt: skip
+        for name, value in (limits or {}).items():
+            argv += ["--ulimit", f"{name}={value}"]
         if job.target:
             argv += ["--target", job.target]
         if job.platforms:
@@ -78,7 +101,8 @@ class BuildahBuilder(api.Builder):
             argv += ["--secret", f"id={secret.id},src={secret.path}"]
         # buildah keeps a layer cache as one tag per cache key inside a REPOSITORY and
         # rejects a reference that carries a tag, so "repo:tag" becomes "repo".
-        # buildah 1.28 (Debian 12) keeps only the last --cache-from; later releases try each.
+        # Own dev/ layer first, then ci/: buildah >= 1.29 tries each in order (1.28, in
+        # Debian 12, keeps only the last one).
         for ref in job.cache_imports:
             argv += ["--cache-from", repository_of(ref)]
         if job.cache_exports:
@@ -124,7 +148,10 @@ class BuildahBuilder(api.Builder):
     def build(
         self, job: api.BuildJob, remote: api.Remote, log: Callable[[str], None]
     ) -> api.BuildOutcome:
-        build_argv, *push_argvs = self.commands(job)
+        limits = parse_limits(
+            remote.run(["sh", "-c", _LIMITS_SCRIPT], timeout=PROBE_TIMEOUT_S).stdout
+        )
+        build_argv, *push_argvs = self.commands(job, limits)
         env = self.environment(job) or None
         remote.run(["mkdir", "-p", job.work_dir])
         counter, tail = BuildahStepCounter(), OutputTail()
@@ -143,6 +170,7 @@ class BuildahBuilder(api.Builder):
             stderr_tail=tail.text(),
             cached_steps=cached,
             total_steps=total,
+            cache_sources=_sources(job, counter.pulled_from, cached),
         )
 
     def _read_digest(self, job: api.BuildJob, remote: api.Remote) -> str | None:
@@ -154,4 +182,15 @@ class BuildahBuilder(api.Builder):
             return None
 
 
-__all__ = ["BuildahBuilder"]
+def _sources(job: api.BuildJob, pulled: list[str], cached: int) -> tuple[str, ...] | None:
+    """The cache refs whose repositories buildah pulled cached layers from.
+
+    buildah names the repository on every remote pull; a hit without any pull came
+    from the runner's own storage (a reused runner), which no cache ref served.
+    """
+    if cached == 0:
+        return ()
+    return tuple(ref for ref in job.cache_imports if repository_of(ref) in pulled)
+
+
+__all__ = ["BuildahBuilder", "parse_limits"]
