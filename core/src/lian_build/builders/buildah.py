@@ -25,24 +25,29 @@ logger = logging.getLogger("lian.builders.buildah")
 
 PROBE_TIMEOUT_S = 30.0
 
-# The runner's own soft and hard limits, one per line.
-_LIMITS_SCRIPT = "ulimit -Sn; ulimit -Hn; ulimit -Su; ulimit -Hu"
+_LIMITS = {"Max open files": "nofile", "Max processes": "nproc"}
 
 
 def parse_limits(text: str) -> dict[str, str] | None:
-    """``{"nofile": "S:H", "nproc": "S:H"}`` from ``_LIMITS_SCRIPT``'s output, or None.
+    """``{"nofile": "S:H", "nproc": "S:H"}`` from the runner's ``/proc/self/limits``
+    (read rather than ``ulimit``: dash, Debian's sh, has no ``ulimit -u``), or None.
 
     buildah >= 1.29 raises RLIMIT_NOFILE/NPROC for each RUN step to its own defaults,
     which a container whose hard limit is lower refuses ("operation not permitted"):
     passing the limits the runner already has makes every RUN step work there.
     """
-    values = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(values) != 4:
-        return None
-    numbers = ["-1" if v == "unlimited" else v for v in values]
-    if not all(n == "-1" or n.isdigit() for n in numbers):
-        return None
-    return {"nofile": f"{numbers[0]}:{numbers[1]}", "nproc": f"{numbers[2]}:{numbers[3]}"}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        for label, name in _LIMITS.items():
+            if line.startswith(label):
+                fields = line[len(label) :].split()
+                if len(fields) < 2:
+                    return None
+                values = ["-1" if v == "unlimited" else v for v in fields[:2]]
+                if not all(v == "-1" or v.isdigit() for v in values):
+                    return None
+                found[name] = f"{values[0]}:{values[1]}"
+    return found if len(found) == len(_LIMITS) else None
 
 
 class BuildahBuilder(api.Builder):
@@ -149,7 +154,7 @@ class BuildahBuilder(api.Builder):
         self, job: api.BuildJob, remote: api.Remote, log: Callable[[str], None]
     ) -> api.BuildOutcome:
         limits = parse_limits(
-            remote.run(["sh", "-c", _LIMITS_SCRIPT], timeout=PROBE_TIMEOUT_S).stdout
+            remote.run(["cat", "/proc/self/limits"], timeout=PROBE_TIMEOUT_S).stdout
         )
         build_argv, *push_argvs = self.commands(job, limits)
         env = self.environment(job) or None

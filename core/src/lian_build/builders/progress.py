@@ -137,7 +137,11 @@ class BuildahStepCounter:
         elif _BUILDAH_CACHE_RE.match(line):
             self.cached += 1
         elif (match := _BUILDAH_PULLED_RE.match(line)) is not None:
-            repository = match.group(1).rsplit(":", 1)[0]  # drop the cache key tag
+            # "host:port/repo:KEY[:KEY]": the repository ends at the first ':' after the
+            # last '/' (the port's colon comes before it).
+            token = match.group(1)
+            colon = token.find(":", token.rfind("/"))
+            repository = token if colon < 0 else token[:colon]
             if repository not in self.pulled_from:
                 self.pulled_from.append(repository)
 
