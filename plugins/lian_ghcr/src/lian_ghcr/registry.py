@@ -193,7 +193,13 @@ class GhcrRegistry(DistributionRegistry):
         page = 1
         while True:
             query = f"?per_page={PAGE_SIZE}&page={page}"
-            batch = self._api("GET", package + query, "list package versions").json()
+            try:
+                batch = self._api("GET", package + query, "list package versions").json()
+            except RegistryError as exc:
+                # GHCR drops a package with its last version: no package, no versions.
+                if exc.details.get("status") == 404:
+                    return versions
+                raise
             for item in batch:
                 tags = item.get("metadata", {}).get("container", {}).get("tags") or []
                 versions.append(
