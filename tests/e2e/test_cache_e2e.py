@@ -98,7 +98,7 @@ def test_ephemeral_session_removes_its_dev_cache_and_cache_ls_prune(e2e, tmp_pat
         f'  artifact = D.make_artifact "{e2e.registry.host}/apps/{workspace}:bob",\n'
         f'  compute = D.make_compute "docker-local" {{ image = "{e2e.runner_image}" }},\n'
         f'  registry = D.make_registry "zot" {{ url = "{e2e.registry.url}" }},\n'
-        "  cache = D.session_cache_policy \"bob\" & { disposition = 'ephemeral },\n"
+        '  cache = D.session_cache_policy "bob" & { disposition = \'ephemeral },\n'
         "}\n"
     )
     run = lian(["build", "--directives", str(directives), "--ssh-key", str(e2e.ssh_key)])
@@ -107,7 +107,9 @@ def test_ephemeral_session_removes_its_dev_cache_and_cache_ls_prune(e2e, tmp_pat
     assert cache["exports"] == [dev_ref]
     assert cache["removed"], run.stderr
     dev_repo = f"dev/bob-{workspace}/{workspace}"
-    assert all(ref.startswith(f"{e2e.registry.host}/{dev_repo}@sha256:") for ref in cache["removed"])
+    assert all(
+        ref.startswith(f"{e2e.registry.host}/{dev_repo}@sha256:") for ref in cache["removed"]
+    )
     tags = httpx.get(f"{e2e.registry.url}/v2/{dev_repo}/tags/list").json().get("tags") or []
     left = [
         t
@@ -129,7 +131,9 @@ def test_ephemeral_session_removes_its_dev_cache_and_cache_ls_prune(e2e, tmp_pat
     assert ci_row["layer"] == "ci" and ci_row["manifests"] >= 1
     assert ci_row["size_bytes"] > 0 and ci_row["age_s"] is not None
     # Nothing is left to prune under dev/ for bob; ci/ is never touched by --dev.
-    pruned = lian(["cache", "prune", "--dev", "--actor", "bob", "--workspace", workspace, *registry])
+    pruned = lian(
+        ["cache", "prune", "--dev", "--actor", "bob", "--workspace", workspace, *registry]
+    )
     assert pruned.returncode == 0, pruned.stderr
     assert pruned.envelope["result"]["deleted"] == []
     again = lian(["cache", "ls", "--workspace", workspace, "--json", *registry])

@@ -154,3 +154,26 @@ def test_a_registry_refusing_deletion_gives_an_error_and_deletes_nothing(
     )
     assert alive(url, first) and alive(url, second)
     assert len(run.stderr.strip().splitlines()) == 1  # one readable line
+
+
+def test_ephemeral_disposition_removes_only_the_sessions_own_dev_cache(oci_registry, layout):
+    """What an ``'ephemeral`` session build does after it ends: its own dev/ repository
+    is emptied; another actor's layer, the ci/ layer and foreign names are left alone."""
+    url, ws = oci_registry.url, layout["ws"]
+    host = oci_registry.host
+    done = cachestore.remove_session_cache(
+        zot(url),
+        workspace=ws,
+        actor="alice",
+        repositories=[
+            f"{host}/dev/alice-{ws}/app",
+            f"{host}/dev/bob-{ws}/app",  # not this session's: ignored
+            f"{host}/ci/{ws}/app",
+        ],
+    )
+    assert {d.artifact.digest for d in done} == {
+        layout["alice_old"].digest,
+        layout["alice_new"].digest,
+    }
+    assert not alive(url, layout["alice_old"]) and not alive(url, layout["alice_new"])
+    assert alive(url, layout["bob"]) and alive(url, layout["ci"])

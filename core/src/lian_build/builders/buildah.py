@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 from collections.abc import Callable
 
 from lian_build import api
@@ -26,6 +27,19 @@ logger = logging.getLogger("lian.builders.buildah")
 PROBE_TIMEOUT_S = 30.0
 
 _LIMITS = {"Max open files": "nofile", "Max processes": "nproc"}
+# A fixed script: buildah's version, then the runner's own resource limits.
+_PROBE_SCRIPT = "buildah --version; cat /proc/self/limits"
+_VERSION = re.compile(r"buildah version (\d+)\.(\d+)")
+
+
+def raises_limits(probe: str) -> bool:
+    """Whether this buildah raises RUN steps' limits (1.29+), so it needs ``--ulimit``.
+
+    buildah 1.28 leaves them alone, and there ``--ulimit nproc`` above its own chroot
+    default (32768) is what fails: it gets no ``--ulimit`` at all.
+    """
+    match = _VERSION.search(probe)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (1, 29)
 
 
 def parse_limits(text: str) -> dict[str, str] | None:
@@ -153,9 +167,8 @@ class BuildahBuilder(api.Builder):
     def build(
         self, job: api.BuildJob, remote: api.Remote, log: Callable[[str], None]
     ) -> api.BuildOutcome:
-        limits = parse_limits(
-            remote.run(["cat", "/proc/self/limits"], timeout=PROBE_TIMEOUT_S).stdout
-        )
+        probe = remote.run(["sh", "-c", _PROBE_SCRIPT], timeout=PROBE_TIMEOUT_S).stdout
+        limits = parse_limits(probe) if raises_limits(probe) else None
         build_argv, *push_argvs = self.commands(job, limits)
         env = self.environment(job) or None
         remote.run(["mkdir", "-p", job.work_dir])
