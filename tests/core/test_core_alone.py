@@ -24,6 +24,7 @@ def test_help_and_plugins_without_providers():
         "builtin-builders",
         "builtin-secrets",
         "builtin-nats",
+        "builtin-cache",
     }
 
 
