@@ -5,17 +5,27 @@
 #
 # TAG defaults to $LIAN_RUNNER_TAG or lian-runner:debian. Environment:
 #   LIAN_DEBIAN_MIRROR  Debian mirror for debootstrap (default http://deb.debian.org/debian)
-#   LIAN_DEBIAN_SUITE   Debian suite (default bookworm)
+#   LIAN_DEBIAN_SUITE   Debian suite (default trixie; bookworm is kept as an option,
+#                       but its buildah 1.28 misses the remote cache after an ARG
+#                       step and honours only the last --cache-from)
 #   DOCKER              docker CLI to import with (default: docker on PATH)
+# The image carries the label lian.recipe=<sha256 of this script>-<suite>, so callers
+# can tell an image made by an older recipe and rebuild it.
 # Needs root (debootstrap), debootstrap and a running Docker engine. Re-running
 # rebuilds and re-tags the image; nothing else is left behind.
 set -euo pipefail
 
 tag="${1:-${LIAN_RUNNER_TAG:-lian-runner:debian}}"
 mirror="${LIAN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-suite="${LIAN_DEBIAN_SUITE:-bookworm}"
+suite="${LIAN_DEBIAN_SUITE:-trixie}"
 docker_cli="${DOCKER:-docker}"
-packages="openssh-server,rsync,buildah,containernetworking-plugins,ca-certificates,procps,busybox-static"
+packages="openssh-server,rsync,buildah,runc,ca-certificates,procps,busybox-static"
+case "$suite" in
+    # buildah up to 1.28 configures networks through CNI; later releases use netavark.
+    bookworm | bullseye) packages="$packages,containernetworking-plugins" ;;
+    *) packages="$packages,netavark,aardvark-dns" ;;
+esac
+recipe="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)-$suite"
 
 log() { printf 'runner-image: %s\n' "$*" >&2; }
 
@@ -65,6 +75,7 @@ rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
 log "importing as $tag"
 tar --numeric-owner -C "$rootfs" -c . | "$docker_cli" import \
     --change 'ENV BUILDAH_ISOLATION=chroot' \
+    --change "LABEL lian.recipe=$recipe" \
     --change 'CMD ["/bin/sh", "-c", "ssh-keygen -A && exec /usr/sbin/sshd -D -e"]' \
     - "$tag" >&2
 log "done: $tag"

@@ -441,3 +441,45 @@ def test_auth_registry_through_registry_auth_file(
     )
     assert allowed.digest == sha256(body)
     assert oci_registry_auth.password not in allowed.stderr_tail
+
+
+LIMITS = """Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              unlimited            unlimited            seconds
+Max processes             96369                96369                processes
+Max open files            20000                20000                files
+"""
+
+
+def test_runner_limits_become_ulimit_flags_for_buildah_1_29_and_later():
+    from lian_build.builders.buildah import parse_limits, raises_limits
+
+    limits = parse_limits(LIMITS)
+    assert limits == {"nofile": "20000:20000", "nproc": "96369:96369"}
+    argv = BuildahBuilder().commands(job(), limits)[0]
+    flags = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ulimit"]
+    assert sorted(flags) == ["nofile=20000:20000", "nproc=96369:96369"]
+    assert "--ulimit" not in BuildahBuilder().commands(job())[0]
+    unlimited = LIMITS.replace("96369                96369", "unlimited            unlimited")
+    assert parse_limits(unlimited) == {"nofile": "20000:20000", "nproc": "-1:-1"}
+    assert parse_limits("Max open files 1024 4096 files\n") is None  # nproc missing
+    assert raises_limits("buildah version 1.39.3 (image-spec 1.1.0, runtime-spec 1.2.0)\n")
+    assert raises_limits("buildah version 1.43.0 (image-spec 1.1.1)\n")
+    assert not raises_limits("buildah version 1.28.2 (image-spec 1.0.2-dev)\n")
+    assert not raises_limits("sh: buildah: not found\n")
+
+
+def test_cache_pull_lines_name_the_ref_that_served_the_hit():
+    from lian_build.builders.progress import BuildahStepCounter
+
+    counter = BuildahStepCounter()
+    for line in [
+        "STEP 2/4: ARG N=1",
+        f"--> Cache pulled from remote {REG}/dev/alice-ws/app:abc123:abc123",
+        "--> Using cache 1f2e",
+        "STEP 3/4: RUN make",
+        f"--> Cache pulled from remote {REG}/ci/ws/app:def456:def456",
+        "--> Using cache 3a4b",
+    ]:
+        counter.feed(line)
+    assert counter.result() == (2, 2)
+    assert counter.pulled_from == [f"{REG}/dev/alice-ws/app", f"{REG}/ci/ws/app"]

@@ -51,7 +51,7 @@ def test_minimal_command_line_is_exact():
         "--local", "dockerfile=/tmp/lian/ctx",
         "--opt", "filename=Dockerfile",
         "--output", f"type=image,name={REG}/app:1,push=true,oci-mediatypes=true",
-        "--progress=plain",
+        "--progress=rawjson",
         "--metadata-file", "/tmp/lian/work/metadata.json",
     ]  # fmt: skip
 
@@ -356,7 +356,15 @@ case "$1" in
     [ -e "$state/no-version" ] && exit 127
     echo "buildctl github.com/moby/buildkit v0.16.0"; exit 0;;
   debug)
+    echo x >> "$state/tries"
+    [ -e "$state/denied" ] && { echo "dial unix /run/buildkit/buildkitd.sock: permission denied" >&2; exit 1; }
     [ -e "$state/no-daemon" ] && { echo "connection refused" >&2; exit 1; }
+    if [ -e "$state/socket-after" ]; then
+      # buildkitd still starting: the socket appears after N tries.
+      [ "$(wc -l < "$state/tries")" -le "$(cat "$state/socket-after")" ] && {
+        echo "dial unix /run/buildkit/buildkitd.sock: connect: no such file or directory" >&2
+        exit 1; }
+    fi
     echo "ID: w1"; exit 0;;
 esac
 cat "$state/progress" >&2
@@ -383,16 +391,40 @@ def fake_buildctl(tmp_path: Path) -> Path:
 
 def test_available_needs_binary_and_daemon(fake_buildctl: Path):
     remote = LocalRemote(extra_path=[str(fake_buildctl)])
-    builder = BuildKitBuilder(addr="unix:///run/buildkit/buildkitd.sock")
+    builder = BuildKitBuilder(addr="unix:///run/buildkit/buildkitd.sock", ready_wait_s=1)
     assert builder.available(remote)
-    assert [call[0][-2:] for call in remote.calls] == [
-        ["unix:///run/buildkit/buildkitd.sock", "--version"],
-        ["debug", "workers"],
-    ]
+    assert remote.calls[0][0][-2:] == ["unix:///run/buildkit/buildkitd.sock", "--version"]
+    # The readiness probe passes the buildctl argv (with --addr) to its wait loop.
+    assert remote.calls[1][0][-3:] == ["buildctl", "--addr", "unix:///run/buildkit/buildkitd.sock"]
+    assert (fake_buildctl / "argv").read_text().splitlines()[-2:] == ["debug", "workers"]
     (fake_buildctl / "no-daemon").touch()
     assert not builder.available(remote)
     (fake_buildctl / "no-version").touch()
     assert not builder.available(remote)
+
+
+def test_readiness_waits_for_the_socket_of_a_starting_daemon(fake_buildctl: Path):
+    (fake_buildctl / "socket-after").write_text("3")
+    builder = BuildKitBuilder(ready_wait_s=20)
+    assert builder.available(LocalRemote(extra_path=[str(fake_buildctl)]))
+    assert len((fake_buildctl / "tries").read_text().splitlines()) == 4
+
+
+def test_readiness_gives_up_at_once_on_other_errors(fake_buildctl: Path):
+    (fake_buildctl / "denied").touch()
+    assert not BuildKitBuilder(ready_wait_s=20).available(
+        LocalRemote(extra_path=[str(fake_buildctl)])
+    )
+    assert len((fake_buildctl / "tries").read_text().splitlines()) == 1
+
+
+def test_readiness_wait_is_bounded(fake_buildctl: Path):
+    (fake_buildctl / "no-daemon").touch()
+    assert not BuildKitBuilder(ready_wait_s=1).available(
+        LocalRemote(extra_path=[str(fake_buildctl)])
+    )
+    tries = len((fake_buildctl / "tries").read_text().splitlines())
+    assert 1 < tries < 40  # retried every 0.2 s, then gave up
 
 
 def test_available_is_false_without_buildctl(tmp_path: Path):

@@ -25,6 +25,7 @@ def test_help_and_plugins_without_providers():
         "builtin-secrets",
         "builtin-nats",
         "builtin-runners",
+        "builtin-cache",
     }
 
 

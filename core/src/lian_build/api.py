@@ -188,6 +188,16 @@ class RegistryAuth:
     password: str = attrs.field(repr=False)
 
 
+@attrs.frozen
+class CacheArtifact:
+    """One manifest in a cache repository (a buildah cache key, a BuildKit cache tag)."""
+
+    digest: str
+    tags: tuple[str, ...] = ()
+    size_bytes: int | None = None  # config + layers as the manifest lists them
+    created_at: dt.datetime | None = None  # push time where the registry knows it
+
+
 class RegistryProvider(abc.ABC):
     """An OCI registry: where images and build cache go."""
 
@@ -235,6 +245,17 @@ class RegistryProvider(abc.ABC):
         raise NotImplementedError
 
     def delete(self, reference: str) -> None:
+        """Delete the manifest a ``repo:tag`` or ``repo@digest`` names; RegistryError
+        when the registry refuses."""
+        raise NotImplementedError
+
+    def list_repositories(self, prefix: str) -> list[str]:
+        """Full repository names (``host/...``) under ``prefix`` (a full repository
+        name such as ``cache_repository("dev")``), for ``lian cache``."""
+        raise NotImplementedError
+
+    def list_artifacts(self, repository: str) -> list[CacheArtifact]:
+        """Every manifest in a repository, with its tags, size and push/creation time."""
         raise NotImplementedError
 
     def plan(self) -> dict[str, Any]:
@@ -305,6 +326,9 @@ class BuildOutcome:
     stderr_tail: str = ""  # last lines, for OOM classification and error messages
     cached_steps: int = 0
     total_steps: int = 0
+    # Cache refs (of BuildJob.cache_imports) that served the hits; () when nothing was
+    # cached, None when the builder cannot tell which of several refs it used.
+    cache_sources: tuple[str, ...] | None = ()
 
 
 class Builder(abc.ABC):

@@ -95,7 +95,7 @@ def _session_needs_actor(
 class CachePolicy:
     mode: BuildMode
     actor: SessionActor | None = attrs.field(default=None, validator=_session_needs_actor)
-    disposition: SessionCacheDisposition = SessionCacheDisposition.EPHEMERAL
+    disposition: SessionCacheDisposition = SessionCacheDisposition.KEEP
     export: bool = True
     import_: bool = True  # "import" in NCL/JSON (a Python keyword)
 
@@ -214,6 +214,8 @@ class CacheOutcome:
     exports: tuple[str, ...] = ()
     cached_steps: int = 0
     total_steps: int = 0
+    served_by: tuple[str, ...] | None = None  # refs that served the hits, when known
+    removed: tuple[str, ...] | None = None  # 'ephemeral: the dev/ cache removed
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,7 @@ OCI error code, never a password or token.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -303,6 +304,25 @@ class OciClient:
             return
         raise self._error(response, f"DELETE {path}")
 
+    def catalog(self, *, page_size: int | None = None) -> list[str]:
+        """Every repository the credentials may see (``/v2/_catalog``)."""
+        return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", page_size))
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A blob's bytes (small ones: image configs)."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._send("GET", path, scope=pull_scope(repository))
+        if response.status_code in (307, 302):  # blob stores may redirect; follow once
+            import httpx
+
+            try:
+                response = self._client().get(response.headers["Location"])
+            except (KeyError, httpx.HTTPError) as exc:
+                raise unreachable(self.host, f"GET {path}", exc) from None
+        if response.status_code != 200:
+            raise self._error(response, f"GET {path}")
+        return response.content
+
     # ----------------------------------------------------------------- plumbing
 
     def _error(self, response: httpx.Response, action: str) -> RegistryError:
@@ -454,6 +474,55 @@ class OciClient:
         return token
 
 
+def _artifact(
+    client: OciClient, repository: str, digest: str, tags: list[str]
+) -> api.CacheArtifact:
+    import json
+
+    _, body = client.get_manifest(repository, digest)
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        manifest = {}
+    size: int | None = None
+    created = None
+    if isinstance(manifest, dict):
+        parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+        sizes = [p.get("size") for p in parts if isinstance(p, dict)]
+        size = sum(s for s in sizes if isinstance(s, int)) or None
+        config = manifest.get("config") or {}
+        if isinstance(config, dict) and str(config.get("mediaType", "")).endswith(
+            ("image.config.v1+json", "container.image.v1+json")
+        ):
+            created = parse_time(_created_of(client.get_blob(repository, config["digest"])))
+    return api.CacheArtifact(
+        digest=digest, tags=tuple(sorted(tags)), size_bytes=size, created_at=created
+    )
+
+
+def _created_of(blob: bytes) -> str | None:
+    import json
+
+    try:
+        value = json.loads(blob).get("created")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """An RFC 3339 time (nanoseconds and ``Z`` allowed) as an aware datetime, or None."""
+    if not value:
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", value)
+    if match is None:
+        return None
+    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+    zone = match.group(3) or "Z"
+    zone = "+00:00" if zone == "Z" else zone
+    return dt.datetime.fromisoformat(f"{match.group(1)}.{fraction}{zone}").astimezone(dt.UTC)
+
+
 def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
@@ -523,6 +592,25 @@ class DistributionRegistry(api.RegistryProvider):
         repository, ref = self._split(reference)
         with self._client() as client:
             client.delete(repository, ref)
+
+    def list_repositories(self, prefix: str) -> list[str]:
+        """Repositories under ``prefix`` from ``/v2/_catalog`` (zot, distribution)."""
+        local = local_repository(self.host, prefix).strip("/") + "/"
+        with self._client() as client:
+            names = client.catalog()
+        return sorted(f"{self.host}/{name}" for name in names if name.startswith(local))
+
+    def list_artifacts(self, repository: str) -> list[api.CacheArtifact]:
+        """One entry per manifest digest; size from the manifest, time from the image
+        config's ``created`` when the config is an image config (buildah's cache)."""
+        local = local_repository(self.host, repository)
+        by_digest: dict[str, list[str]] = {}
+        with self._client() as client:
+            for tag in client.list_tags(local, page_size=self.tags_page_size):
+                digest = client.manifest_digest(local, tag)
+                if digest is not None:
+                    by_digest.setdefault(digest, []).append(tag)
+            return [_artifact(client, local, digest, tags) for digest, tags in by_digest.items()]
 
     def plan(self) -> dict[str, Any]:
         return {

@@ -255,7 +255,14 @@ class BuildPipeline:
             },
         )
         try:
-            result = self._run()
+            try:
+                result = self._run()
+            finally:
+                removed = self._dispose_session_cache()
+            if removed is not None:
+                result = attrs.evolve(
+                    result, cache=attrs.evolve(result.cache, removed=tuple(removed))
+                )
         except LianError as exc:
             kind = "cancelled" if exc.code == "CANCELLED" else "failed"
             self.events.emit(kind, {"code": exc.code, "message": exc.message, **self.summary()})
@@ -327,6 +334,12 @@ class BuildPipeline:
                 exports=plan.cache_refs.exports,
                 cached_steps=attempt.outcome.cached_steps,
                 total_steps=attempt.outcome.total_steps,
+                # Which imported refs served the hits; absent when the builder cannot tell.
+                served_by=(
+                    None
+                    if attempt.outcome.cache_sources is None
+                    else tuple(attempt.outcome.cache_sources)
+                ),
             ),
             sync=model.SyncOutcome(**attempt.sync),
             peak_memory_bytes=attempt.after.peak_bytes,
@@ -334,6 +347,33 @@ class BuildPipeline:
         )
         self.events.emit("completed", {"digest": digest, **self.summary()})
         return result
+
+    def _dispose_session_cache(self) -> list[str] | None:
+        """``'ephemeral`` session builds: remove the session's own dev/ cache once the
+        build is over (success or failure). Best effort: a refusal is a warning, never a
+        failed build. None when the disposition keeps the cache."""
+        cache_choice = self.plan.intent.cache
+        if cache_choice.mode != "session" or cache_choice.disposition != "ephemeral":
+            return None
+        if not self.plan.cache_refs.exports or cache_choice.actor is None:
+            return []
+        from lian_build.builders import repository_of
+        from lian_build.cachestore import remove_session_cache
+
+        try:
+            with self.progress.phase("cache-dispose", "removing the session's dev/ cache"):
+                done = remove_session_cache(
+                    self.plan.registry,
+                    workspace=self.plan.intent.workspace,
+                    actor=cache_choice.actor,
+                    repositories=[repository_of(ref) for ref in self.plan.cache_refs.exports],
+                    log=self.progress.info,
+                )
+        except (LianError, NotImplementedError) as exc:
+            message = getattr(exc, "message", None) or type(exc).__name__
+            self.progress.info(f"could not remove the session's dev/ cache: {message}")
+            return []
+        return [d.reference for d in done]
 
     def _reap_expired(self) -> None:
         from lian_build.reap import reap_expired

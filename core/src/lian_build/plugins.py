@@ -46,6 +46,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "lian_build.builtin.secrets",
     "lian_build.builtin.nats",
     "lian_build.builtin.runners",
+    "lian_build.builtin.cache",
 )
 
 # What each registration hook registers, the attribute that names an item, and the

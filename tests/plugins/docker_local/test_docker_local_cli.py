@@ -114,3 +114,34 @@ def test_build_debian_recipe_makes_a_usable_image(cli, docker_client):
         assert _invoke(cli, "check", "--tag", tag)[1]["result"]["builders"] == ["buildah"]
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+def test_check_flags_a_runner_image_made_by_another_recipe(cli, runner_image, docker_client):
+    """An image with an older recipe's label (e.g. the bookworm one, whose buildah misses
+    the cache after ARG) is reported with the command that rebuilds it."""
+    import uuid
+
+    from lian_docker_local.cli import expected_recipe_label
+
+    exit_code, envelope, _ = _invoke(cli, "check", "--tag", runner_image)
+    assert exit_code == 0
+    assert envelope["result"]["recipe"] == expected_recipe_label()
+
+    tag = f"lian-runner:stale-{uuid.uuid4().hex[:8]}"
+    container = docker_client.containers.create(runner_image, command=["true"])
+    try:
+        repository, _, version = tag.partition(":")
+        container.commit(
+            repository=repository,
+            tag=version,
+            changes=["LABEL lian.recipe=0123456789abcdef-bookworm"],
+        )
+        exit_code, envelope, _ = _invoke(cli, "check", "--tag", tag)
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(tag, force=True)
+    assert exit_code == 4
+    (problem,) = envelope["error"]["details"]["problems"]
+    assert (
+        "0123456789abcdef-bookworm" in problem and f"lian runner-image build --tag {tag}" in problem
+    )

@@ -202,3 +202,59 @@ def test_buildah_builds_inside_the_runner(make_provider, make_request, ssh_run):
 
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "built"
+
+
+FAKE_BUILDKITD = b"""#!/bin/sh
+# Stand-in for buildkitd: records how it was started, then idles like a daemon.
+printf '%s\\n' "$@" > /tmp/buildkitd-args
+exec sleep 3600
+"""
+
+
+def test_start_script_confines_buildkitd_to_the_runner_cgroup(
+    make_provider, make_request, runner_image
+):
+    """A real runner container: the start script finds the runner's own cgroup, writes
+    buildkitd's config with it as defaultCgroupParent and starts buildkitd --config."""
+    import io
+    import tarfile
+
+    from lian_docker_local import container as runner_files
+
+    provider = make_provider(image=runner_image)
+    request = make_request(tier=api.Tier("tiny", 1, 0.5))
+    port = _free_port()
+    made = provider._create(provider._docker(), request, runner_image, port)
+    try:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("usr/local/bin/buildkitd")
+            info.size, info.mode = len(FAKE_BUILDKITD), 0o755
+            tar.addfile(info, io.BytesIO(FAKE_BUILDKITD))
+        assert made.put_archive("/", buffer.getvalue())
+        keys = runner_files.ssh_files_archive(
+            request.host_key.private_openssh, request.authorized_key
+        )
+        assert made.put_archive("/", keys)
+        made.start()
+        provider._wait_for_sshd(made, port)
+
+        def run(command: str) -> str:
+            result = made.exec_run(["sh", "-c", command])
+            assert result.exit_code == 0, result.output
+            return str(result.output.decode().strip())
+
+        own = run("awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3; exit }' /proc/1/cgroup")
+        assert own.startswith("/") and own != "/"
+        assert run(f"cat {runner_files.BUILDKITD_CONFIG}") == (
+            f'[worker.oci]\n  defaultCgroupParent = "{own}"'
+        )
+        assert run("cat /tmp/buildkitd-args").splitlines() == [
+            "--config",
+            runner_files.BUILDKITD_CONFIG,
+        ]
+        # The parent is the container's own memory cgroup, where the tier's limit is set.
+        limit = run(f"cat /sys/fs/cgroup/memory{own}/memory.limit_in_bytes")
+        assert int(limit) == int(0.5 * 1024**3)
+    finally:
+        provider.destroy(made.id)

@@ -4,7 +4,9 @@ Follows the documented shapes: ``/token?scope=repository:o/n:pull,push&service=g
 with basic ``user:PAT`` -> ``{"token"}``; ``/v2/*`` wants ``Authorization: Bearer`` and
 answers 401 with ``WWW-Authenticate: Bearer realm=..,service="ghcr.io",scope=..``;
 ``tags/list`` pages with ``?n=`` and ``Link``; OCI DELETE is unsupported (GHCR deletes
-through the Packages API: ``/user|/orgs/{org}/packages/container/{name}/versions``).
+through the Packages API: ``/user|/orgs/{org}/packages/container/{name}/versions``);
+``GET /user|/orgs/{org}/packages?package_type=container`` lists packages (names may
+hold "/"); a token without ``delete:packages`` gets 403 (``refuse_delete``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<r
 PACKAGES_PATH = re.compile(
     r"^/(?:user|orgs/(?P<org>[^/]+))/packages/container/(?P<name>[^/]+)/versions(?:/(?P<id>\d+))?$"
 )
+PACKAGES_LIST = re.compile(r"^/(?:user|orgs/(?P<org>[^/]+))/packages$")
 PLACEHOLDER_SCOPE = "repository:user/image:pull"
 
 
@@ -35,6 +38,7 @@ class GhcrImitation(OciFront):
         self.token_scopes: list[str] = []  # every scope a token was asked for
         self.version_ids: dict[str, int] = {}  # digest -> package version id
         self.advertised_realm: str | None = None  # the realm in challenges, when not ours
+        self.refuse_delete = False  # a token without the delete:packages scope
 
     # ----------------------------------------------------------------- dispatch
 
@@ -46,6 +50,9 @@ class GhcrImitation(OciFront):
         match = PACKAGES_PATH.match(request.path)
         if match:
             return self._packages(request, match)
+        listing = PACKAGES_LIST.match(request.path)
+        if listing and request.method == "GET":
+            return self._package_list(request, listing)
         return json_response(404, {"message": "Not Found"})
 
     # ----------------------------------------------------------------- ghcr.io
@@ -124,6 +131,8 @@ class GhcrImitation(OciFront):
             per_page = int(request.query.get("per_page", "30"))
             page = int(request.query.get("page", "1"))
             return json_response(200, versions[(page - 1) * per_page : page * per_page])
+        if match["id"] is not None and request.method == "DELETE" and self.refuse_delete:
+            return json_response(403, {"message": "You need at least delete:packages scope"})
         if match["id"] is not None and request.method == "DELETE":
             wanted = [v for v in versions if v["id"] == int(match["id"])]
             if not wanted:
@@ -133,6 +142,25 @@ class GhcrImitation(OciFront):
             return Outgoing(204)
         return json_response(405, {"message": "Method Not Allowed"})
 
+    def _package_list(self, request: Incoming, match: re.Match[str]) -> Outgoing:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() not in {"bearer", "token"} or token != self.pat:
+            return json_response(401, {"message": "Requires authentication"})
+        if request.query.get("package_type") != "container":
+            return json_response(422, {"message": "package_type is required"})
+        owner = match["org"] or self.username
+        if match["org"] and owner not in self.orgs:
+            return json_response(404, {"message": "Not Found"})
+        names = self.catalog()
+        packages = [
+            {"id": 500 + index, "name": name[len(owner) + 1 :], "package_type": "container"}
+            for index, name in enumerate(sorted(names))
+            if name.startswith(owner + "/")
+        ]
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        return json_response(200, packages[(page - 1) * per_page : page * per_page])
+
     def _versions(self, repository: str) -> list[dict[str, object]]:
         tags = self.backend("GET", f"/v2/{repository}/tags/list").json().get("tags") or []
         by_digest: dict[str, list[str]] = {}
@@ -140,6 +168,8 @@ class GhcrImitation(OciFront):
             head = self.backend(
                 "HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
             )
+            if head.status_code != 200:  # a deleted manifest's tag stays listed in registry:2
+                continue
             by_digest.setdefault(head.headers["Docker-Content-Digest"], []).append(tag)
         now = dt.datetime.now(dt.UTC).isoformat()
         package = quote(repository, safe="")

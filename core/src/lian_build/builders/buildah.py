@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 from collections.abc import Callable
 
 from lian_build import api
@@ -24,6 +25,43 @@ from lian_build.errors import LianError
 logger = logging.getLogger("lian.builders.buildah")
 
 PROBE_TIMEOUT_S = 30.0
+
+_LIMITS = {"Max open files": "nofile", "Max processes": "nproc"}
+# A fixed script: buildah's version, then the runner's own resource limits.
+_PROBE_SCRIPT = "buildah --version; cat /proc/self/limits"
+_VERSION = re.compile(r"buildah version (\d+)\.(\d+)")
+
+
+def raises_limits(probe: str) -> bool:
+    """Whether this buildah raises RUN steps' limits (1.29+), so it needs ``--ulimit``.
+
+    buildah 1.28 leaves them alone, and there ``--ulimit nproc`` above its own chroot
+    default (32768) is what fails: it gets no ``--ulimit`` at all.
+    """
+    match = _VERSION.search(probe)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (1, 29)
+
+
+def parse_limits(text: str) -> dict[str, str] | None:
+    """``{"nofile": "S:H", "nproc": "S:H"}`` from the runner's ``/proc/self/limits``
+    (read rather than ``ulimit``: dash, Debian's sh, has no ``ulimit -u``), or None.
+
+    buildah >= 1.29 raises RLIMIT_NOFILE/NPROC for each RUN step to its own defaults,
+    which a container whose hard limit is lower refuses ("operation not permitted"):
+    passing the limits the runner already has makes every RUN step work there.
+    """
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        for label, name in _LIMITS.items():
+            if line.startswith(label):
+                fields = line[len(label) :].split()
+                if len(fields) < 2:
+                    return None
+                values = ["-1" if v == "unlimited" else v for v in fields[:2]]
+                if not all(v == "-1" or v.isdigit() for v in values):
+                    return None
+                found[name] = f"{values[0]}:{values[1]}"
+    return found if len(found) == len(_LIMITS) else None
 
 
 class BuildahBuilder(api.Builder):
@@ -55,10 +93,12 @@ class BuildahBuilder(api.Builder):
     def digest_path(self, job: api.BuildJob, index: int) -> str:
         return posixpath.join(job.work_dir, f"digest-{index}")
 
-    def commands(self, job: api.BuildJob) -> list[list[str]]:
-        return [self._build_command(job), *self._push_commands(job)]
+    def commands(self, job: api.BuildJob, limits: dict[str, str] | None = None) -> list[list[str]]:
+        """The build and push commands. ``limits`` (read from the runner at build time,
+        see ``parse_limits``) become ``--ulimit`` flags."""
+        return [self._build_command(job, limits), *self._push_commands(job)]
 
-    def _build_command(self, job: api.BuildJob) -> list[str]:
+    def _build_command(self, job: api.BuildJob, limits: dict[str, str] | None) -> list[str]:
         argv = [
             *self._buildah(),
             "build",
@@ -68,6 +108,8 @@ class BuildahBuilder(api.Builder):
             "--format", "oci",
             "-f", posixpath.join(job.context_dir, job.dockerfile),
         ]  # fmt: skip
+        for name, value in (limits or {}).items():
+            argv += ["--ulimit", f"{name}={value}"]
         if job.target:
             argv += ["--target", job.target]
         if job.platforms:
@@ -78,7 +120,8 @@ class BuildahBuilder(api.Builder):
             argv += ["--secret", f"id={secret.id},src={secret.path}"]
         # buildah keeps a layer cache as one tag per cache key inside a REPOSITORY and
         # rejects a reference that carries a tag, so "repo:tag" becomes "repo".
-        # buildah 1.28 (Debian 12) keeps only the last --cache-from; later releases try each.
+        # Own dev/ layer first, then ci/: buildah >= 1.29 tries each in order (1.28, in
+        # Debian 12, keeps only the last one).
         for ref in job.cache_imports:
             argv += ["--cache-from", repository_of(ref)]
         if job.cache_exports:
@@ -124,7 +167,9 @@ class BuildahBuilder(api.Builder):
     def build(
         self, job: api.BuildJob, remote: api.Remote, log: Callable[[str], None]
     ) -> api.BuildOutcome:
-        build_argv, *push_argvs = self.commands(job)
+        probe = remote.run(["sh", "-c", _PROBE_SCRIPT], timeout=PROBE_TIMEOUT_S).stdout
+        limits = parse_limits(probe) if raises_limits(probe) else None
+        build_argv, *push_argvs = self.commands(job, limits)
         env = self.environment(job) or None
         remote.run(["mkdir", "-p", job.work_dir])
         counter, tail = BuildahStepCounter(), OutputTail()
@@ -143,6 +188,7 @@ class BuildahBuilder(api.Builder):
             stderr_tail=tail.text(),
             cached_steps=cached,
             total_steps=total,
+            cache_sources=_sources(job, counter.pulled_from, cached),
         )
 
     def _read_digest(self, job: api.BuildJob, remote: api.Remote) -> str | None:
@@ -154,4 +200,15 @@ class BuildahBuilder(api.Builder):
             return None
 
 
-__all__ = ["BuildahBuilder"]
+def _sources(job: api.BuildJob, pulled: list[str], cached: int) -> tuple[str, ...] | None:
+    """The cache refs whose repositories buildah pulled cached layers from.
+
+    buildah names the repository on every remote pull; a hit without any pull came
+    from the runner's own storage (a reused runner), which no cache ref served.
+    """
+    if cached == 0:
+        return ()
+    return tuple(ref for ref in job.cache_imports if repository_of(ref) in pulled)
+
+
+__all__ = ["BuildahBuilder", "parse_limits"]

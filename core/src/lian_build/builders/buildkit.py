@@ -11,6 +11,7 @@ from lian_build.builders import any_insecure, reference_host
 from lian_build.builders.progress import (
     BuildKitStepCounter,
     OutputTail,
+    RawJsonRenderer,
     count_cache_hits,
     metadata_digest,
     parse_metadata,
@@ -23,6 +24,23 @@ logger = logging.getLogger("lian.builders.buildkit")
 PROGRESS_MODES = ("plain", "rawjson")
 METADATA_FILE = "metadata.json"
 PROBE_TIMEOUT_S = 30.0
+READY_WAIT_S = 30
+
+# $1: seconds to wait; the rest: the buildctl argv. Retries only while the daemon is
+# not there yet (no socket, or nothing listening on it); any other failure is final.
+_WAIT_FOR_DAEMON = r"""
+limit=$1; shift
+end=$(( $(date +%s) + limit ))
+while :; do
+  out=$("$@" debug workers 2>&1) && exit 0
+  case "$out" in
+    *"no such file or directory"*|*"connection refused"*) ;;
+    *) printf '%s\n' "$out" >&2; exit 1 ;;
+  esac
+  [ "$(date +%s)" -ge "$end" ] && { printf '%s\n' "$out" >&2; exit 1; }
+  sleep 0.2
+done
+"""
 
 __all__ = ["BuildKitBuilder", "count_cache_hits", "csv_join", "parse_metadata"]
 
@@ -48,9 +66,10 @@ class BuildKitBuilder(api.Builder):
     description = "BuildKit via buildctl (needs a running buildkitd)"
     requirement = "the buildctl binary and a buildkitd answering `buildctl debug workers`"
 
-    def __init__(self, addr: str | None = None) -> None:
+    def __init__(self, addr: str | None = None, ready_wait_s: int = READY_WAIT_S) -> None:
         # None: buildctl's own default (unix:///run/buildkit/buildkitd.sock or $BUILDKIT_HOST).
         self.addr = addr
+        self.ready_wait_s = ready_wait_s
 
     def _buildctl(self) -> list[str]:
         return ["buildctl", "--addr", self.addr] if self.addr else ["buildctl"]
@@ -101,7 +120,10 @@ class BuildKitBuilder(api.Builder):
             argv += ["--export-cache", self._cache(job, ref, fields)]
         for secret in job.secrets:
             argv += ["--secret", csv_join([f"id={secret.id}", f"src={secret.path}"])]
-        argv += [f"--progress={job.progress}", "--metadata-file", self.metadata_path(job)]
+        # Always rawjson: its per-vertex "cached" flag is what the hit count trusts
+        # (plain progress often prints a registry-cache hit as DONE). job.progress says
+        # what people see on stderr: "plain" renders it, "rawjson" passes it through.
+        argv += ["--progress=rawjson", "--metadata-file", self.metadata_path(job)]
         return [argv]
 
     def _output(self, job: api.BuildJob) -> str:
@@ -122,7 +144,12 @@ class BuildKitBuilder(api.Builder):
     def available(self, remote: api.Remote) -> bool:
         if remote.run([*self._buildctl(), "--version"], timeout=PROBE_TIMEOUT_S).exit_code != 0:
             return False
-        workers = remote.run([*self._buildctl(), "debug", "workers"], timeout=PROBE_TIMEOUT_S)
+        # buildkitd may still be starting (its socket not made yet): wait, bounded, in one
+        # remote shell rather than one SSH round trip per try.
+        workers = remote.run(
+            ["sh", "-c", _WAIT_FOR_DAEMON, "sh", str(self.ready_wait_s), *self._buildctl()],
+            timeout=self.ready_wait_s + PROBE_TIMEOUT_S,
+        )
         return workers.exit_code == 0
 
     def build(
@@ -131,9 +158,19 @@ class BuildKitBuilder(api.Builder):
         (argv,) = self.commands(job)
         # --metadata-file is written at the end: a missing directory would fail a good build.
         remote.run(["mkdir", "-p", job.work_dir])
-        counter, tail = BuildKitStepCounter(), OutputTail()
+        counter, tail, renderer = BuildKitStepCounter(), OutputTail(), RawJsonRenderer()
+
+        def show(line: str) -> None:
+            # The tail holds rendered lines: OOM and failure messages are matched there.
+            for text in renderer.render(line):
+                tail.add(text)
+                if job.progress != "rawjson":
+                    log(text)
+            if job.progress == "rawjson":
+                log(line)
+
         result = run_streaming(
-            remote, argv, env=self.environment(job) or None, sinks=[log, counter.feed, tail.add]
+            remote, argv, env=self.environment(job) or None, sinks=[counter.feed, show]
         )
         cached, total = counter.result()
         digest = self._read_digest(job, remote) if result.exit_code == 0 else None
@@ -143,6 +180,7 @@ class BuildKitBuilder(api.Builder):
             stderr_tail=tail.text(),
             cached_steps=cached,
             total_steps=total,
+            cache_sources=_sources(job, renderer.cache_imports, cached),
         )
 
     def _read_digest(self, job: api.BuildJob, remote: api.Remote) -> str | None:
@@ -155,3 +193,13 @@ class BuildKitBuilder(api.Builder):
         if digest is None and job.push:
             logger.warning("buildctl metadata has no containerimage.digest")
         return digest
+
+
+def _sources(job: api.BuildJob, imported: list[str], cached: int) -> tuple[str, ...] | None:
+    """The cache ref that served the hits, when that is certain: BuildKit does not say
+    which of several imported caches a step came from (moby/buildkit#6418), so only a
+    build whose hits can have come from one imported ref names it; None is "unknown"."""
+    if cached == 0:
+        return ()
+    loaded = [ref for ref in job.cache_imports if ref in imported]
+    return tuple(loaded) if len(loaded) == 1 else None

@@ -6,6 +6,8 @@ The parsers are pure; the builders feed them the lines they stream.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections import deque
@@ -29,6 +31,9 @@ _PLAIN_LINE_RE = re.compile(r"^#(\d+) (.*)$")
 # buildah prints "STEP 2/3: RUN ..." (prefixed with "[linux/arm64] " per platform).
 _BUILDAH_STEP_RE = re.compile(r"^(?:\[[^\]]+\] )?STEP \d+/\d+: ")
 _BUILDAH_CACHE_RE = re.compile(r"^(?:\[[^\]]+\] )?--> Using cache ")
+# buildah >= 1.29: "--> Cache pulled from remote REPO:KEY" names the repository that
+# served a step.
+_BUILDAH_PULLED_RE = re.compile(r"^(?:\[[^\]]+\] )?--> Cache pulled from remote (\S+)")
 
 
 def parse_metadata(data: bytes) -> dict[str, Any]:
@@ -120,16 +125,26 @@ def count_cache_hits(lines: Iterable[str]) -> tuple[int, int]:
 
 @attrs.define
 class BuildahStepCounter:
-    """Counts ``STEP n/m:`` lines and ``--> Using cache`` hits in buildah output."""
+    """Counts ``STEP n/m:`` lines and ``--> Using cache`` hits in buildah output, and
+    remembers which cache repositories served layers (``--> Cache pulled from remote``)."""
 
     steps: int = 0
     cached: int = 0
+    pulled_from: list[str] = attrs.field(factory=list)
 
     def feed(self, line: str) -> None:
         if _BUILDAH_STEP_RE.match(line):
             self.steps += 1
         elif _BUILDAH_CACHE_RE.match(line):
             self.cached += 1
+        elif (match := _BUILDAH_PULLED_RE.match(line)) is not None:
+            # "host:port/repo:KEY[:KEY]": the repository ends at the first ':' after the
+            # last '/' (the port's colon comes before it).
+            token = match.group(1)
+            colon = token.find(":", token.rfind("/"))
+            repository = token if colon < 0 else token[:colon]
+            if repository not in self.pulled_from:
+                self.pulled_from.append(repository)
 
     def result(self) -> tuple[int, int]:
         return self.cached, self.steps
@@ -141,6 +156,107 @@ def count_buildah_cache_hits(lines: Iterable[str]) -> tuple[int, int]:
     for line in lines:
         counter.feed(line)
     return counter.result()
+
+
+@attrs.define
+class RawJsonRenderer:
+    """Turns BuildKit ``--progress=rawjson`` lines into ``plain``-style lines for humans.
+
+    The counter reads the JSON itself (its per-vertex ``cached`` flag is reliable where
+    plain output often omits ``CACHED``); people still get readable progress. Lines
+    that are not a SolveStatus (buildctl's final ``error: ...``) pass through.
+    """
+
+    _numbers: dict[str, int] = attrs.field(factory=dict)
+    _announced: set[str] = attrs.field(factory=set)
+    _finished: set[str] = attrs.field(factory=set)
+    _imports: list[str] = attrs.field(factory=list)
+
+    def render(self, line: str) -> list[str]:
+        line = line.rstrip("\r\n")
+        if not line.startswith("{"):
+            return [line]
+        try:
+            status = json.loads(line)
+        except json.JSONDecodeError:
+            return [line]
+        if not isinstance(status, dict):
+            return [line]
+        out: list[str] = []
+        for vertex in status.get("vertexes") or ():
+            if isinstance(vertex, dict):
+                out += self._vertex(vertex)
+        for entry in status.get("logs") or ():
+            if isinstance(entry, dict):
+                out += self._log(entry)
+        return out
+
+    @property
+    def cache_imports(self) -> list[str]:
+        """Refs named by ``importing cache manifest from REF`` vertexes, in order."""
+        return list(self._imports)
+
+    def _number(self, digest: str) -> int:
+        return self._numbers.setdefault(digest, len(self._numbers) + 1)
+
+    def _vertex(self, vertex: dict[str, Any]) -> list[str]:
+        digest, name = vertex.get("digest"), vertex.get("name")
+        if not isinstance(digest, str) or not isinstance(name, str):
+            return []
+        if not (vertex.get("started") or vertex.get("cached") or vertex.get("error")):
+            return []  # queued, not running yet: plain progress does not show it either
+        number = self._number(digest)
+        out = []
+        if digest not in self._announced:
+            self._announced.add(digest)
+            out.append(f"#{number} {name}")
+            prefix = "importing cache manifest from "
+            if name.startswith(prefix) and name[len(prefix) :] not in self._imports:
+                self._imports.append(name[len(prefix) :])
+        if digest in self._finished:
+            return out
+        error = vertex.get("error")
+        if isinstance(error, str) and error:
+            self._finished.add(digest)
+            out.append(f"#{number} ERROR: {error}")
+        elif vertex.get("cached") is True:
+            self._finished.add(digest)
+            out.append(f"#{number} CACHED")
+        elif vertex.get("completed"):
+            self._finished.add(digest)
+            seconds = _elapsed(vertex.get("started"), vertex.get("completed"))
+            out.append(f"#{number} DONE" + (f" {seconds:.1f}s" if seconds is not None else ""))
+        return out
+
+    def _log(self, entry: dict[str, Any]) -> list[str]:
+        digest, data = entry.get("vertex"), entry.get("data")
+        if not isinstance(digest, str) or not isinstance(data, str):
+            return []
+        try:
+            text = base64.b64decode(data).decode("utf-8", errors="replace")
+        except (binascii.Error, ValueError):
+            return []
+        number = self._number(digest)
+        return [f"#{number} {part}" for part in text.splitlines() if part.strip()]
+
+
+def _elapsed(started: object, completed: object) -> float | None:
+    """Seconds between two RFC 3339 timestamps with nanoseconds, or None."""
+    import datetime as dt
+
+    def parse(value: object) -> dt.datetime | None:
+        if not isinstance(value, str):
+            return None
+        match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?", value)
+        if match is None:
+            return None
+        fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+        return dt.datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+
+    start, end = parse(started), parse(completed)
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
 
 
 class OutputTail:

@@ -37,9 +37,24 @@ class Recipe(enum.StrEnum):
     buildkit = "buildkit"
 
 
+RECIPE_LABEL = "lian.recipe"
+DEFAULT_SUITE = "trixie"
+
+
 def recipes_dir() -> Path:
     """The runner recipes shipped inside the package (a symlink in the source tree)."""
     return Path(__file__).resolve().parent / "runner"
+
+
+def expected_recipe_label(suite: str | None = None) -> str:
+    """The ``lian.recipe`` label the debian recipe puts on an image it builds now:
+    the recipe script's hash and the Debian suite (``LIAN_DEBIAN_SUITE``, default
+    trixie). An image whose label differs was made by another (older) recipe."""
+    import hashlib
+
+    script = (recipes_dir() / "debian" / "build.sh").read_bytes()
+    suite = suite or os.environ.get("LIAN_DEBIAN_SUITE") or DEFAULT_SUITE
+    return f"{hashlib.sha256(script).hexdigest()[:16]}-{suite}"
 
 
 def runner_image_app() -> typer.Typer:
@@ -160,18 +175,31 @@ def _check_image(tag: str, docker_host: str | None) -> dict[str, Any]:
     except docker.errors.DockerException as exc:
         raise ProvisionError(f"could not run a shell in runner image {tag!r}: {exc}") from exc
     tools = dict(line.split("=", 1) for line in output.decode().splitlines() if "=" in line)
+    label = (image.attrs.get("Config") or {}).get("Labels", {}) or {}
+    recipe = label.get(RECIPE_LABEL)
+    expected = expected_recipe_label()
     builders = [name for name in ("buildctl", "buildah") if tools.get(name)]
     problems = [f"no {name}" for name in ("sshd", "rsync") if not tools.get(name)]
     if not builders:
         problems.append("no builder (buildctl or buildah)")
     if not tools.get("tmp_writable"):
         problems.append("/tmp is not writable")
+    # Images made by this plugin's debian recipe carry the label; an older recipe's
+    # image (e.g. bookworm's buildah 1.28, which misses the remote cache) is stale.
+    ours = recipe is not None or tag.startswith("lian-runner:")
+    if ours and recipe != expected and tools.get("buildah"):
+        problems.append(
+            f"made by another runner recipe ({RECIPE_LABEL}={recipe or 'none'}, this plugin "
+            f"builds {expected}): rebuild it with `lian runner-image build --tag {tag}`"
+        )
     return {
         "image": tag,
         "id": image.id,
         "size_bytes": image.attrs.get("Size"),
         "builders": builders,
         "buildkitd": bool(tools.get("buildkitd")),
+        "recipe": recipe,
+        "expected_recipe": expected,
         "tools": {
             name: tools.get(name) or None for name in ("sh", "sshd", "rsync", "buildah", "buildctl")
         },

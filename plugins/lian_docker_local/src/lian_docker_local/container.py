@@ -15,6 +15,27 @@ HOST_KEY_PATH = f"{KEY_DIR}/ssh_host_ed25519_key"
 AUTHORIZED_KEYS_PATH = f"{KEY_DIR}/authorized_keys"
 # A stable path to the runner's own memory cgroup (oom_kill counter, peak usage).
 CGROUP_LINK = "/run/lian/memory-cgroup"
+# buildkitd's config, written at start: its step containers go under the runner's cgroup.
+BUILDKITD_CONFIG = "/etc/lian/buildkitd.toml"
+BUILDKITD_LOG = "/var/log/buildkitd.log"
+
+# Step containers must live inside the runner's own cgroup, or the tier's memory limit
+# does not bind them, OOM is not counted and peak memory misses them. buildkitd has no
+# flag for it, only [worker.oci] defaultCgroupParent in its config. The path is the
+# runner's cgroup from /proc/self/cgroup (v1: the memory controller's line; v2: "0::").
+_BUILDKITD_SCRIPT = r"""
+cg=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3; exit }' /proc/self/cgroup)
+[ -n "$cg" ] || cg=$(awk -F: '$1 == "0" { print $3; exit }' /proc/self/cgroup)
+mkdir -p /run/buildkit "$(dirname "$CONFIG")"
+if [ -n "$cg" ] && [ "$cg" != "/" ]; then
+  esc=$(printf '%s' "$cg" | sed 's/[\\"]/\\&/g')
+  printf '[worker.oci]\n  defaultCgroupParent = "%s"\n' "$esc" > "$CONFIG"
+else
+  echo "lian: no cgroup of our own in /proc/self/cgroup; buildkitd steps are not confined" >&2
+  : > "$CONFIG"
+fi
+buildkitd --config "$CONFIG" >"$BKLOG" 2>&1 &
+"""
 
 # Resolves the container's memory cgroup directory under the host's cgroup mount:
 # cgroup v1 "N:memory:/docker/<id>", cgroup v2 "0::/<path>". Falls back to the
@@ -66,8 +87,8 @@ def start_script(port: int, listen_address: str) -> str:
             "mkdir -p /run/sshd && chmod 0755 /run/sshd",
             # Images built from runner/buildkit carry buildkitd; generic ones do not.
             "if command -v buildkitd >/dev/null 2>&1; then",
-            "  mkdir -p /run/buildkit",
-            "  buildkitd >/var/log/buildkitd.log 2>&1 &",
+            f"CONFIG={shlex.quote(BUILDKITD_CONFIG)} BKLOG={shlex.quote(BUILDKITD_LOG)}",
+            _BUILDKITD_SCRIPT.strip(),
             "fi",
             f"exec {sshd}",
         ]

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import attrs
 
+from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import (
     UNAUTHORIZED,
@@ -24,6 +25,7 @@ from lian_build.oci import (
     host_of,
     is_digest,
     local_repository,
+    parse_time,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class PackageVersion:
     id: int
     digest: str
     tags: tuple[str, ...]
+    created_at: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +118,43 @@ class GhcrRegistry(DistributionRegistry):
         """Every version of the package behind ``[ghcr.io/]<owner>/<name>``."""
         return self._versions(self._package(local_repository(self.host, repository)))
 
+    def list_repositories(self, prefix: str) -> list[str]:
+        """Container packages of the owner whose names start with ``prefix``'s path
+        (the Packages API; GHCR has no ``/v2/_catalog``)."""
+        owner, _, local = local_repository(self.host, prefix).strip("/").partition("/")
+        if owner != self.settings.owner:
+            return []
+        username = (self.settings.username or "").lower()
+        base = "/user" if owner == username else f"/orgs/{quote(owner, safe='')}"
+        names: list[str] = []
+        page = 1
+        while True:
+            query = f"?package_type=container&per_page={PAGE_SIZE}&page={page}"
+            batch = self._api("GET", f"{base}/packages{query}", "list packages").json()
+            names += [str(item["name"]) for item in batch if isinstance(item, dict)]
+            if len(batch) < PAGE_SIZE:
+                break
+            page += 1
+        wanted = local + "/"
+        return sorted(f"{self.host}/{owner}/{n}" for n in names if n.startswith(wanted))
+
+    def list_artifacts(self, repository: str) -> list[api.CacheArtifact]:
+        """Package versions (time from the Packages API, size from the manifest)."""
+        local = local_repository(self.host, repository)
+        artifacts = []
+        with self._client() as client:
+            for version in self.list_versions(repository):
+                size = _manifest_size(client.get_manifest(local, version.digest)[1])
+                artifacts.append(
+                    api.CacheArtifact(
+                        digest=version.digest,
+                        tags=tuple(sorted(version.tags)),
+                        size_bytes=size,
+                        created_at=parse_time(version.created_at),
+                    )
+                )
+        return artifacts
+
     def delete(self, reference: str) -> None:
         """Delete the package version a tag or digest names (all its tags go with it)."""
         repository, ref = self._split(reference)
@@ -153,10 +193,20 @@ class GhcrRegistry(DistributionRegistry):
         page = 1
         while True:
             query = f"?per_page={PAGE_SIZE}&page={page}"
-            batch = self._api("GET", package + query, "list package versions").json()
+            try:
+                batch = self._api("GET", package + query, "list package versions").json()
+            except RegistryError as exc:
+                # GHCR drops a package with its last version: no package, no versions.
+                if exc.details.get("status") == 404:
+                    return versions
+                raise
             for item in batch:
                 tags = item.get("metadata", {}).get("container", {}).get("tags") or []
-                versions.append(PackageVersion(int(item["id"]), str(item["name"]), tuple(tags)))
+                versions.append(
+                    PackageVersion(
+                        int(item["id"]), str(item["name"]), tuple(tags), item.get("created_at")
+                    )
+                )
             if len(batch) < PAGE_SIZE:
                 return versions
             page += 1
@@ -177,3 +227,17 @@ class GhcrRegistry(DistributionRegistry):
         return api_request(
             method, self.settings.api_url + path, action=action, ok=(200, 204), headers=headers
         )
+
+
+def _manifest_size(body: bytes) -> int | None:
+    import json
+
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+    sizes = [p.get("size") for p in parts if isinstance(p, dict)]
+    return sum(s for s in sizes if isinstance(s, int)) or None

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import attrs
 
+from lian_build import api
 from lian_build.errors import InvalidInput, RegistryError
 from lian_build.oci import (
     ERROR,
@@ -20,7 +21,11 @@ from lian_build.oci import (
     api_request,
     check_basic_credentials,
     check_url,
+    local_repository,
+    parse_time,
 )
+
+PAGE_SIZE = 100
 
 if TYPE_CHECKING:
     import httpx
@@ -100,12 +105,48 @@ class HarborRegistry(DistributionRegistry):
         path = f"/projects/{quote(project, safe='')}/repositories/{encoded}/artifacts/{ref}"
         self._api("DELETE", path, f"delete {reference}")
 
+    def list_repositories(self, prefix: str) -> list[str]:
+        """The project's repositories under ``prefix`` (Harbor's repositories API; its
+        ``/v2/_catalog`` needs a system administrator)."""
+        local = local_repository(self.host, prefix).strip("/") + "/"
+        project = quote(self.settings.project, safe="")
+        names = [
+            str(item["name"])
+            for item in self._pages(f"/projects/{project}/repositories", "list repositories")
+        ]
+        return sorted(f"{self.host}/{name}" for name in names if name.startswith(local))
+
+    def list_artifacts(self, repository: str) -> list[api.CacheArtifact]:
+        project, _, name = local_repository(self.host, repository).partition("/")
+        encoded = quote(quote(name, safe=""), safe="")
+        path = f"/projects/{quote(project, safe='')}/repositories/{encoded}/artifacts"
+        return [
+            api.CacheArtifact(
+                digest=str(item["digest"]),
+                tags=tuple(sorted(str(t["name"]) for t in item.get("tags") or [])),
+                size_bytes=item.get("size") if isinstance(item.get("size"), int) else None,
+                created_at=parse_time(item.get("push_time")),
+            )
+            for item in self._pages(path, f"list artifacts of {repository}", "&with_tag=true")
+        ]
+
     def plan(self) -> dict[str, Any]:
         facts = super().plan()
         # The project right after the URL, where plans have always shown it.
         return {"url": facts.pop("url"), "project": self.settings.project, **facts}
 
     # ----------------------------------------------------------------- helpers
+
+    def _pages(self, path: str, action: str, extra: str = "") -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            query = f"?page={page}&page_size={PAGE_SIZE}{extra}"
+            batch = self._api("GET", path + query, action).json()
+            items += [item for item in batch if isinstance(item, dict)]
+            if len(batch) < PAGE_SIZE:
+                return items
+            page += 1
 
     def _api(
         self, method: str, path: str, action: str, ok: tuple[int, ...] = (200,)
