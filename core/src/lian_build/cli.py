@@ -172,7 +172,7 @@ def _plan(envelope: Envelope, host: PluginHost, args: FlatArgs) -> dict[str, Any
 
 
 def _build(envelope: Envelope, host: PluginHost, args: FlatArgs) -> dict[str, Any]:
-    from lian_build.pipeline import run_build
+    from lian_build.multiplatform import run_any
     from lian_build.progress import Progress
     from lian_build.remote.ssh import read_private_key
 
@@ -190,7 +190,7 @@ def _build(envelope: Envelope, host: PluginHost, args: FlatArgs) -> dict[str, An
         envelope.partial = pipeline.summary  # type: ignore[attr-defined]
 
     try:
-        return run_build(plan, host, store, progress, client_key=client_key, on_pipeline=keep)
+        return run_any(plan, host, store, progress, client_key=client_key, on_pipeline=keep)
     finally:
         summary = getattr(envelope, "partial", None)
         if callable(summary):

@@ -77,6 +77,8 @@ class Plan:
         return order + sorted(n for n in self.builders if n not in order)
 
     def to_dict(self) -> dict[str, Any]:
+        from lian_build.multiplatform import plan_section
+
         intent = self.intent
         job = self.job(docker_config_dir=f"{self.paths.work_dir}/docker-config")
         commands = {
@@ -122,6 +124,7 @@ class Plan:
                 "nats_url": intent.events.nats_url,
                 "subject_prefix": intent.events.subject_prefix,
             },
+            **plan_section(self),
         }
 
 

@@ -62,15 +62,26 @@ def build(
     docker_host: Annotated[
         str | None, typer.Option(help="Docker engine (default DOCKER_HOST).")
     ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="Runner architecture (debian recipe; a foreign one needs QEMU binfmt_misc)."
+        ),
+    ] = None,
 ) -> None:
     """Build a runner image from a recipe, streaming the build output to stderr."""
-    image = tag or f"lian-runner:{recipe.value}"
+    from lian_docker_local.provider import host_architecture
+
+    foreign = arch if arch and arch != host_architecture() else None
+    image = tag or f"lian-runner:{recipe.value}" + (f"-{foreign}" if foreign else "")
     command_name = "runner-image build"
     env = dict(os.environ)
     if docker_host:
         env["DOCKER_HOST"] = docker_host
     if recipe is Recipe.debian:
-        argv = ["bash", str(recipes_dir() / "debian" / "build.sh"), image]
+        argv = ["bash", str(recipes_dir() / "debian" / "build.sh")]
+        argv += ["--arch", arch] if arch else []
+        argv.append(image)
         if mirror:
             env["LIAN_DEBIAN_MIRROR"] = mirror
     else:
