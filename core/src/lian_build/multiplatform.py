@@ -540,14 +540,14 @@ def index_entry(
         config_digest = str(json.loads(raw)["config"]["digest"])
     except (ValueError, KeyError, TypeError):
         raise RegistryError(
-            f"{repository}@{digest} is not an image manifest ({media_type})", code=oci.ERROR
+            f"{repository}@{digest} is not an image manifest ({media_type})", code="REGISTRY_ERROR"
         ) from None
     found = oci.config_platform(registry.get_blob(reference, config_digest))
     wanted = target.platform
     if found.split("/")[:2] != wanted.split("/")[:2]:
         raise BuildFailed(
             f"{wanted}: the built image is {found} (a base image without {wanted}?)",
-            code=PLATFORM_MISMATCH,
+            code="PLATFORM_MISMATCH",
             details={"platform": wanted, "found": found, "digest": digest},
         )
     return oci.IndexEntry(digest=digest, media_type=media_type, size=len(raw), platform=wanted)

@@ -64,6 +64,7 @@ class DockerLocalSettings:
     network: str = "host"  # or a Docker network name: sshd is then published on bind_host
     # Runner image per foreign architecture; default "<image>-<arch>" (lian-runner:debian-arm64).
     arch_images: dict[str, str] | None = None
+    emulated_runners: bool = True  # false: foreign platforms share one native runner
 
 
 Settings = DockerLocalSettings
@@ -127,6 +128,8 @@ class DockerLocalProvider(api.ComputeProvider):
     def emulated_architectures(self) -> Sequence[str]:
         """Foreign architectures whose QEMU binfmt_misc handler is enabled on this host
         (only for the local engine: a remote one's kernel is not ours to read)."""
+        if not self.settings.emulated_runners:
+            return ()
         if self.settings.docker_host and not self.settings.docker_host.startswith("unix://"):
             return ()
         native = host_architecture()

@@ -1,0 +1,152 @@
+"""A two-platform build (linux/amd64 + linux/arm64) on docker-local, three ways:
+
+- parallel: ``lian build --platforms linux/amd64,linux/arm64``: one runner per platform
+  at the same time (a native amd64 runner and an arm64 runner under QEMU), then the index;
+- sequential: the same two single-platform builds one after the other
+  (``--platforms linux/amd64``, then ``--platforms linux/arm64``);
+- one-runner: ``emulated_runners=false``: one amd64 runner builds both platforms, the
+  arm64 one emulated by buildah (what lian did before per-platform runners).
+
+The Dockerfile copies a per-architecture static busybox, then a file that changes every
+run (so the RUN steps run every time), then a CPU-bound shell loop. Runs alternate the
+order of the variants. Target: parallel <= 1.1 x the slower single-platform build.
+
+Needs: QEMU binfmt_misc for aarch64, lian-runner:debian and lian-runner:debian-arm64, an
+arm64 static busybox (BENCH_BUSYBOX_ARM64, default /usr/local/lib/lian/busybox-arm64).
+
+    python bench/multiarch.py [--quick] [--runs N] [--loop N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchlib import VENV_BIN, Summary, local_registry, note, ratio, write_client_key, write_result
+
+DOCKER = "/usr/bin/docker"
+RUNNER_IMAGE = "lian-runner:debian"
+BUSYBOX_ARM64 = Path(os.environ.get("BENCH_BUSYBOX_ARM64", "/usr/local/lib/lian/busybox-arm64"))
+TARGET_RATIO = 1.1
+TOKEN = uuid.uuid4().hex[:8]
+
+
+def _context(root: Path, loop: int) -> Path:
+    ctx = root / "ctx"
+    ctx.mkdir()
+    for arch, source in (("amd64", Path("/bin/busybox")), ("arm64", BUSYBOX_ARM64)):
+        (ctx / f"busybox-{arch}").write_bytes(source.read_bytes())
+        (ctx / f"busybox-{arch}").chmod(0o755)
+    work = f"i=0; while [ $i -lt {loop} ]; do i=$((i+1)); done; /bin/busybox uname -m > /arch"
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n"
+        "COPY nonce /nonce\n"
+        f'RUN ["/bin/busybox", "sh", "-c", {json.dumps(work)}]\n'
+    )
+    return ctx
+
+
+def _lian(
+    registry: str, key: Path, ctx: Path, workspace: str, platforms: str, *opts: str
+) -> dict[str, Any]:
+    (ctx / "nonce").write_text(uuid.uuid4().hex)
+    argv = [
+        str(VENV_BIN / "lian"), "build", "--workspace", workspace, "--context", str(ctx),
+        "--image", f"{registry}/bench/{workspace}:1", "--ssh-key", str(key),
+        "--provider", "docker-local", "--runner-image", RUNNER_IMAGE,
+        "--registry", "zot", "--registry-opt", f"url=http://{registry}",
+        "--builder", "buildah", "--platforms", platforms, *opts,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    envelope = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    if done.returncode != 0 or envelope.get("status") != "ok":
+        raise SystemExit(f"lian build failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = envelope["result"]
+    result["wall_s"] = seconds
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--loop", type=int, default=100_000, help="iterations of the RUN loop")
+    parser.add_argument("--quick", action="store_true", help="one run, results not saved")
+    args = parser.parse_args()
+    runs = 1 if args.quick else args.runs
+    if not BUSYBOX_ARM64.exists():
+        raise SystemExit(f"no arm64 busybox at {BUSYBOX_ARM64} (Debian busybox-static:arm64)")
+    for image in (RUNNER_IMAGE, f"{RUNNER_IMAGE}-arm64"):
+        if subprocess.run([DOCKER, "image", "inspect", image], capture_output=True).returncode:
+            raise SystemExit(f"runner image {image} is missing (lian runner-image build)")
+
+    samples: dict[str, list[float]] = {
+        "parallel": [], "sequential": [], "one_runner": [], "amd64": [], "arm64": [],
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-multiarch-") as tmp:
+        root = Path(tmp)
+        key = write_client_key(root)
+        ctx = _context(root, args.loop)
+        with local_registry(root / "registry") as registry:
+
+            def parallel(ws: str) -> None:
+                result = _lian(registry, key, ctx, ws, "linux/amd64,linux/arm64")
+                assert result["strategy"] == "per-platform", result
+                samples["parallel"].append(result["wall_s"])
+
+            def sequential(ws: str) -> None:
+                amd = _lian(registry, key, ctx, ws + "-a", "linux/amd64")["wall_s"]
+                arm = _lian(registry, key, ctx, ws + "-b", "linux/arm64")["wall_s"]
+                samples["amd64"].append(amd)
+                samples["arm64"].append(arm)
+                samples["sequential"].append(amd + arm)
+
+            def one_runner(ws: str) -> None:
+                result = _lian(
+                    registry, key, ctx, ws, "linux/amd64,linux/arm64",
+                    "--compute-opt", "emulated_runners=false",
+                )  # fmt: skip
+                assert result.get("strategy") != "per-platform", result
+                samples["one_runner"].append(result["wall_s"])
+
+            variants = [parallel, sequential, one_runner]
+            for run in range(runs):
+                order = variants if run % 2 == 0 else list(reversed(variants))
+                for variant in order:
+                    note(f"run {run + 1}/{runs}: {variant.__name__}")
+                    variant(f"bench-{TOKEN}-{run}-{variant.__name__.replace('_', '')}")
+    leaked = subprocess.run(
+        [DOCKER, "ps", "-aq", "--filter", "label=lian.managed=true"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    summaries = {name: Summary.of(values) for name, values in samples.items()}
+    slower_single = max(summaries["amd64"].median, summaries["arm64"].median)
+    parallel_median = summaries["parallel"].median
+    write_result(
+        "multiarch",
+        {
+            "quick": args.quick,
+            "loop": args.loop,
+            "seconds": {name: s.rounded() for name, s in summaries.items()},
+            "ratios": {
+                "parallel_vs_slower_single": ratio(parallel_median, slower_single),
+                "parallel_vs_sequential": ratio(parallel_median, summaries["sequential"].median),
+                "parallel_vs_one_runner": ratio(parallel_median, summaries["one_runner"].median),
+            },
+            "target_parallel_vs_slower_single": TARGET_RATIO,
+            "runners_left_on_engine": len(leaked),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
