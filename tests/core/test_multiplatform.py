@@ -137,7 +137,11 @@ def test_docker_local_runs_its_own_arch_natively_and_others_only_emulated(tmp_pa
     binfmt.mkdir()
     monkeypatch.setattr(docker_local, "BINFMT_DIR", str(binfmt))
     monkeypatch.setattr(docker_local.platform, "machine", lambda: "x86_64")
-    plan = _plan(tmp_path, "linux/amd64,linux/arm64")
+    (binfmt / "qemu-aarch64").write_text("enabled\n")
+    default = _plan(tmp_path, "linux/amd64,linux/arm64")
+    assert default.compute.emulated_architectures() == ()  # opt-in
+    (binfmt / "qemu-aarch64").unlink()
+    plan = _plan(tmp_path, "linux/amd64,linux/arm64", compute_opts=["emulated_runners=true"])
     assert plan.compute.architectures() == ("amd64",)
     assert plan.compute.emulated_architectures() == ()
     assert multiplatform.choose_strategy(plan).name == multiplatform.SINGLE_RUNNER

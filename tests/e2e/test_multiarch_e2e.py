@@ -1,4 +1,4 @@
-"""Two-platform builds on docker-local: a native amd64 runner and an arm64 runner under
+"""Two-platform builds on docker-local (emulated runners turned on): a native amd64 runner and an arm64 runner under
 QEMU emulation, in parallel, each pushing its own manifest; lian assembles the index.
 
 Needs QEMU's aarch64 binfmt_misc handler, the arm64 runner image
@@ -24,6 +24,9 @@ from fixtures.require import require
 BUSYBOX_ARM64 = Path(os.environ.get("LIAN_TEST_BUSYBOX_ARM64", "/usr/local/lib/lian/busybox-arm64"))
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 PLATFORMS = "linux/amd64,linux/arm64"
+# Emulated runners are opt-in on docker-local; RUN steps cannot run in them under Debian
+# 12's QEMU (buildah re-executes /proc/self/exe), so these builds COPY only on arm64.
+EMULATED = ("--compute-opt", "emulated_runners=true")
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +47,11 @@ def arm64_ready(e2e: E2E) -> str:
     return image
 
 
-def _context(tmp_path: Path, *steps: str) -> Path:
+def _context(tmp_path: Path, *steps: str, arm64: bool = True) -> Path:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    for arch, source in (("amd64", Path("/bin/busybox")), ("arm64", BUSYBOX_ARM64)):
+    sources = [("amd64", Path("/bin/busybox"))] + ([("arm64", BUSYBOX_ARM64)] if arm64 else [])
+    for arch, source in sources:
         (ctx / f"busybox-{arch}").write_bytes(source.read_bytes())
         (ctx / f"busybox-{arch}").chmod(0o755)
     lines = ["FROM scratch", "ARG TARGETARCH", "COPY busybox-${TARGETARCH} /bin/busybox"]
@@ -66,10 +70,14 @@ def _get(url: str, accept: str | None = None) -> httpx.Response:
 def test_two_platforms_build_in_parallel_and_push_one_index(
     e2e: E2E, arm64_ready: str, tmp_path: Path, workspace: str
 ) -> None:
-    ctx = _context(tmp_path, "/bin/busybox uname -m > /arch")
+    ctx = _context(tmp_path)
     image = f"{e2e.registry.host}/multi/{workspace}:1"
 
-    plan = lian(["plan", *e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS)[1:]])
+    default = lian(["plan", *e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS)[1:]])
+    assert default.envelope["result"]["multiplatform"]["strategy"] == "single-runner"
+    plan = lian(
+        ["plan", *e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS, *EMULATED)[1:]]
+    )
     assert plan.returncode == 0, plan.stderr
     section = plan.envelope["result"]["multiplatform"]
     assert section["strategy"] == "per-platform"
@@ -79,7 +87,9 @@ def test_two_platforms_build_in_parallel_and_push_one_index(
     for arch in ("amd64", "arm64"):  # an amd64 rebuild never overwrites the arm64 cache
         assert caches[arch] == [f"{e2e.registry.host}/ci/{workspace}/{workspace}-{arch}:buildcache"]
 
-    run = lian(e2e.flags(workspace, ctx, image, "--tag", "latest", "--platforms", PLATFORMS))
+    run = lian(
+        e2e.flags(workspace, ctx, image, "--tag", "latest", "--platforms", PLATFORMS, *EMULATED)
+    )
     assert run.returncode == 0, run.stderr
     result = run.envelope["result"]
     assert "[linux/arm64]" in run.stderr and "[linux/amd64]" in run.stderr
@@ -111,10 +121,11 @@ def test_two_platforms_build_in_parallel_and_push_one_index(
 def test_one_platform_failing_cancels_the_other_and_leaves_nothing(
     e2e: E2E, arm64_ready: str, tmp_path: Path, workspace: str
 ) -> None:
-    # arm64 fails at once; amd64 passes that step and would sleep for minutes.
-    ctx = _context(tmp_path, '[ "$(/bin/busybox uname -m)" != aarch64 ]', "/bin/busybox sleep 600")
+    # The context has no arm64 busybox: arm64 fails at its COPY; amd64 passes it and
+    # would sleep for ten minutes.
+    ctx = _context(tmp_path, "/bin/busybox sleep 600", arm64=False)
     image = f"{e2e.registry.host}/multi/{workspace}:1"
-    run = lian(e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS))
+    run = lian(e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS, *EMULATED))
     assert run.returncode == 5, run.stderr
     error: dict[str, Any] = run.envelope["error"]
     assert error["code"] == "BUILD_FAILED"

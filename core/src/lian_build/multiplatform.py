@@ -481,13 +481,20 @@ class MultiPlatformBuild:
         assert exc is not None
         if not isinstance(exc, LianError):
             return exc
-        others = [r.target.platform for r in self.runs if r is not failed]
-        exc.message = f"{failed.target.platform}: {exc.message} (cancelled: {', '.join(others)})"
+        statuses = [r.status() for r in self.runs]
+        others = [
+            f"{s['platform']} {s['state']}"
+            for s in statuses
+            if s["platform"] != failed.target.platform
+        ]
+        exc.message = (
+            f"{failed.target.platform}: {exc.message} (other platforms: {', '.join(others)})"
+        )
         exc.args = (exc.message,)
         exc.details = {
             **exc.details,
             "platform": failed.target.platform,
-            "platforms": [r.status() for r in self.runs],
+            "platforms": statuses,
         }
         return exc
 

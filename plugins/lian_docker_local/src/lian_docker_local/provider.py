@@ -64,7 +64,10 @@ class DockerLocalSettings:
     network: str = "host"  # or a Docker network name: sshd is then published on bind_host
     # Runner image per foreign architecture; default "<image>-<arch>" (lian-runner:debian-arm64).
     arch_images: dict[str, str] | None = None
-    emulated_runners: bool = True  # false: foreign platforms share one native runner
+    # Emulated runners for foreign platforms (opt-in): under Debian 12's QEMU 7.2, buildah
+    # cannot run RUN steps in them (it re-executes /proc/self/exe), while one native runner
+    # emulating only the RUN step's processes can.
+    emulated_runners: bool = False
 
 
 Settings = DockerLocalSettings
