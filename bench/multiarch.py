@@ -4,17 +4,19 @@
   at the same time (a native amd64 runner and an arm64 runner under QEMU), then the index;
 - sequential: the same two single-platform builds one after the other
   (``--platforms linux/amd64``, then ``--platforms linux/arm64``);
-- one-runner: ``emulated_runners=false``: one amd64 runner builds both platforms, the
-  arm64 one emulated by buildah (what lian did before per-platform runners).
+- one-runner: the docker-local default (``emulated_runners=false``): one amd64 runner
+  builds both platforms (what lian did before per-platform runners).
 
-The Dockerfile copies a per-architecture static busybox, then a file that changes every
-run (so the RUN steps run every time), then a CPU-bound shell loop. Runs alternate the
-order of the variants. Target: parallel <= 1.1 x the slower single-platform build.
+The parallel and sequential variants set ``emulated_runners=true``. The Dockerfile has no
+RUN step (buildah cannot run one in an emulated runner under Debian 12's QEMU 7.2): it
+copies a per-architecture static busybox and a payload of ``--payload-mb`` MB that
+changes every run, so every run builds, compresses and pushes for real. Runs alternate
+the order of the variants. Target: parallel <= 1.1 x the slower single-platform build.
 
 Needs: QEMU binfmt_misc for aarch64, lian-runner:debian and lian-runner:debian-arm64, an
 arm64 static busybox (BENCH_BUSYBOX_ARM64, default /usr/local/lib/lian/busybox-arm64).
 
-    python bench/multiarch.py [--quick] [--runs N] [--loop N]
+    python bench/multiarch.py [--quick] [--runs N] [--payload-mb N]
 """
 
 from __future__ import annotations
@@ -38,25 +40,27 @@ TARGET_RATIO = 1.1
 TOKEN = uuid.uuid4().hex[:8]
 
 
-def _context(root: Path, loop: int) -> Path:
+def _context(root: Path) -> Path:
     ctx = root / "ctx"
     ctx.mkdir()
     for arch, source in (("amd64", Path("/bin/busybox")), ("arm64", BUSYBOX_ARM64)):
         (ctx / f"busybox-{arch}").write_bytes(source.read_bytes())
         (ctx / f"busybox-{arch}").chmod(0o755)
-    work = f"i=0; while [ $i -lt {loop} ]; do i=$((i+1)); done; /bin/busybox uname -m > /arch"
     (ctx / "Dockerfile").write_text(
         "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n"
-        "COPY nonce /nonce\n"
-        f'RUN ["/bin/busybox", "sh", "-c", {json.dumps(work)}]\n'
+        "COPY payload /payload\n"
     )
     return ctx
+
+
+def _new_payload(ctx: Path, megabytes: int) -> None:
+    # Incompressible and new every build: no layer cache hit, a real push each time.
+    (ctx / "payload").write_bytes(os.urandom(megabytes * 1024 * 1024))
 
 
 def _lian(
     registry: str, key: Path, ctx: Path, workspace: str, platforms: str, *opts: str
 ) -> dict[str, Any]:
-    (ctx / "nonce").write_text(uuid.uuid4().hex)
     argv = [
         str(VENV_BIN / "lian"), "build", "--workspace", workspace, "--context", str(ctx),
         "--image", f"{registry}/bench/{workspace}:1", "--ssh-key", str(key),
@@ -78,7 +82,7 @@ def _lian(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--loop", type=int, default=100_000, help="iterations of the RUN loop")
+    parser.add_argument("--payload-mb", type=int, default=20, help="size of the COPY payload")
     parser.add_argument("--quick", action="store_true", help="one run, results not saved")
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
@@ -94,26 +98,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-multiarch-") as tmp:
         root = Path(tmp)
         key = write_client_key(root)
-        ctx = _context(root, args.loop)
+        ctx = _context(root)
         with local_registry(root / "registry") as registry:
+            emulated = ("--compute-opt", "emulated_runners=true")
 
             def parallel(ws: str) -> None:
-                result = _lian(registry, key, ctx, ws, "linux/amd64,linux/arm64")
+                _new_payload(ctx, args.payload_mb)
+                result = _lian(registry, key, ctx, ws, "linux/amd64,linux/arm64", *emulated)
                 assert result["strategy"] == "per-platform", result
                 samples["parallel"].append(result["wall_s"])
 
             def sequential(ws: str) -> None:
-                amd = _lian(registry, key, ctx, ws + "-a", "linux/amd64")["wall_s"]
-                arm = _lian(registry, key, ctx, ws + "-b", "linux/arm64")["wall_s"]
+                _new_payload(ctx, args.payload_mb)
+                amd = _lian(registry, key, ctx, ws + "-a", "linux/amd64", *emulated)["wall_s"]
+                arm = _lian(registry, key, ctx, ws + "-b", "linux/arm64", *emulated)["wall_s"]
                 samples["amd64"].append(amd)
                 samples["arm64"].append(arm)
                 samples["sequential"].append(amd + arm)
 
             def one_runner(ws: str) -> None:
-                result = _lian(
-                    registry, key, ctx, ws, "linux/amd64,linux/arm64",
-                    "--compute-opt", "emulated_runners=false",
-                )  # fmt: skip
+                _new_payload(ctx, args.payload_mb)
+                result = _lian(registry, key, ctx, ws, "linux/amd64,linux/arm64")
                 assert result.get("strategy") != "per-platform", result
                 samples["one_runner"].append(result["wall_s"])
 
@@ -123,11 +128,13 @@ def main() -> None:
                 for variant in order:
                     note(f"run {run + 1}/{runs}: {variant.__name__}")
                     variant(f"bench-{TOKEN}-{run}-{variant.__name__.replace('_', '')}")
-    leaked = subprocess.run(
-        [DOCKER, "ps", "-aq", "--filter", "label=lian.managed=true"],
+    listed = subprocess.run(
+        [DOCKER, "ps", "-a", "--filter", "label=lian.managed=true", "--format",
+         '{{.Label "lian.workspace"}}'],
         capture_output=True,
         text=True,
-    ).stdout.split()
+    ).stdout.split()  # fmt: skip
+    leaked = [ws for ws in listed if ws.startswith(f"bench-{TOKEN}-")]
     summaries = {name: Summary.of(values) for name, values in samples.items()}
     slower_single = max(summaries["amd64"].median, summaries["arm64"].median)
     parallel_median = summaries["parallel"].median
@@ -135,7 +142,7 @@ def main() -> None:
         "multiarch",
         {
             "quick": args.quick,
-            "loop": args.loop,
+            "payload_mb": args.payload_mb,
             "seconds": {name: s.rounded() for name, s in summaries.items()},
             "ratios": {
                 "parallel_vs_slower_single": ratio(parallel_median, slower_single),
