@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import platform
 import re
 import secrets as token
@@ -133,7 +134,8 @@ class DockerLocalProvider(api.ComputeProvider):
         (only for the local engine: a remote one's kernel is not ours to read)."""
         if not self.settings.emulated_runners:
             return ()
-        if self.settings.docker_host and not self.settings.docker_host.startswith("unix://"):
+        engine = self.settings.docker_host or os.environ.get("DOCKER_HOST")
+        if engine and not engine.startswith("unix://"):
             return ()
         native = host_architecture()
         return tuple(a for a in _QEMU_NAMES if a != native and binfmt_enabled(a))
