@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build the lian runner image from Debian packages alone (no registry pull needed).
 #
-#   runner/debian/build.sh [TAG]
+#   runner/debian/build.sh [--arch ARCH] [TAG]
 #
-# TAG defaults to $LIAN_RUNNER_TAG or lian-runner:debian. Environment:
+# TAG defaults to $LIAN_RUNNER_TAG or lian-runner:debian (lian-runner:debian-ARCH for
+# a foreign ARCH). ARCH is a Debian architecture (amd64, arm64; default: the host's);
+# a foreign one runs under qemu-user-static with binfmt_misc enabled. Environment:
 #   LIAN_DEBIAN_MIRROR  Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   LIAN_DEBIAN_SUITE   Debian suite (default trixie; bookworm is kept as an option,
 #                       but its buildah 1.28 misses the remote cache after an ARG
 #                       step and honours only the last --cache-from)
+#   LIAN_DEBIAN_ARCH    Debian architecture (same as --arch)
 #   DOCKER              docker CLI to import with (default: docker on PATH)
 # The image carries the label lian.recipe=<sha256 of this script>-<suite>, so callers
 # can tell an image made by an older recipe and rebuild it.
@@ -15,7 +18,15 @@
 # rebuilds and re-tags the image; nothing else is left behind.
 set -euo pipefail
 
-tag="${1:-${LIAN_RUNNER_TAG:-lian-runner:debian}}"
+host_arch="$(dpkg --print-architecture 2>/dev/null || echo amd64)"
+arch="${LIAN_DEBIAN_ARCH:-$host_arch}"
+if [[ "${1:-}" == "--arch" ]]; then
+    arch="${2:?--arch needs a Debian architecture}"
+    shift 2
+fi
+default_tag="lian-runner:debian"
+if [[ "$arch" != "$host_arch" ]]; then default_tag="lian-runner:debian-$arch"; fi
+tag="${1:-${LIAN_RUNNER_TAG:-$default_tag}}"
 mirror="${LIAN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 suite="${LIAN_DEBIAN_SUITE:-trixie}"
 docker_cli="${DOCKER:-docker}"
@@ -45,8 +56,8 @@ cleanup() { rm -rf --one-file-system "$workdir"; }
 trap cleanup EXIT
 rootfs="$workdir/rootfs"
 
-log "debootstrap $suite from $mirror into a temporary root"
-debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >&2
+log "debootstrap $suite ($arch) from $mirror into a temporary root"
+debootstrap --arch="$arch" --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >&2
 
 log "configuring sshd and buildah"
 # Host keys are injected per runner; none may be baked into a shared image.

@@ -74,6 +74,8 @@ class SpawnRequest:
     host_key: HostKey  # install as the runner's sshd host key
     runner_image: str | None  # provider vocabulary: image name, template id, snapshot
     expires_at: dt.datetime  # UTC; past it, a reaper may destroy the runner
+    # OCI architecture ("amd64", "arm64") the runner must have; None: the provider's own.
+    architecture: str | None = None
 
 
 @attrs.frozen
@@ -175,6 +177,22 @@ class ComputeProvider(abc.ABC):
         provider would boot, with ``problems`` (a list, empty when usable)."""
         raise NotImplementedError
 
+    # Multi-platform builds. A provider that declares no architecture gets the one-runner
+    # fallback: every platform is built on one runner, the foreign ones emulated.
+
+    def architectures(self) -> Sequence[str]:
+        """OCI architectures (``amd64``, ``arm64``) this provider runs natively, each on
+        its own runner. No network. Default: none declared."""
+        return ()
+
+    def emulated_architectures(self) -> Sequence[str]:
+        """Architectures it can run only as emulated runners (QEMU). Default: none."""
+        return ()
+
+    def tiers_for(self, architecture: str) -> Sequence[Tier]:
+        """The ladder for runners of one architecture. Default: ``tiers()``."""
+        return self.tiers()
+
 
 # --------------------------------------------------------------------------- registry
 
@@ -256,6 +274,18 @@ class RegistryProvider(abc.ABC):
 
     def list_artifacts(self, repository: str) -> list[CacheArtifact]:
         """Every manifest in a repository, with its tags, size and push/creation time."""
+        raise NotImplementedError
+
+    def get_manifest(self, reference: str) -> tuple[str, bytes]:
+        """``(media type, raw bytes)`` of a manifest (multi-platform index assembly)."""
+        raise NotImplementedError
+
+    def get_blob(self, reference: str, digest: str) -> bytes:
+        """A blob of the repository ``reference`` names (a manifest's config)."""
+        raise NotImplementedError
+
+    def put_manifest(self, reference: str, media_type: str, body: bytes) -> str:
+        """Push a manifest or index under a tag; returns its digest."""
         raise NotImplementedError
 
     def plan(self) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def _plan(host: PluginHost, values: Mapping[str, Any]) -> model.PlanOutcome:
 
 
 def _build(envelope: Envelope, host: PluginHost, values: Mapping[str, Any]) -> model.BuildOutcome:
-    from lian_build.pipeline import run_build
+    from lian_build.multiplatform import run_any
     from lian_build.progress import Progress
     from lian_build.remote.ssh import read_private_key
 
@@ -141,7 +141,7 @@ def _build(envelope: Envelope, host: PluginHost, values: Mapping[str, Any]) -> m
     def keep(pipeline: Any) -> None:
         envelope.partial = pipeline.progress_outcome  # called when an error envelope prints
 
-    return run_build(plan, host, store, progress, client_key=client_key, on_pipeline=keep)
+    return run_any(plan, host, store, progress, client_key=client_key, on_pipeline=keep)
 
 
 def build_like_command(command: str, body: Callable[[typer.Context, dict[str, Any]], None]) -> Any:

@@ -235,6 +235,10 @@ class BuildProgress:
     runner_image: str | None = None  # what the last runner booted from, when known
     runner_seconds: float | None = None  # spawn to destroy, summed over attempts
     cost: Mapping[str, Any] | None = None  # NCL Cost: currency, amount_net, price_source, ...
+    # Multi-platform builds (one runner per platform): "per-platform" and each platform's
+    # state, runner, tier, digest, time (NCL PlatformStatus).
+    strategy: str | None = None
+    platforms: tuple[Mapping[str, Any], ...] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -245,9 +249,11 @@ class BuildOutcome(BuildProgress):
     tags: tuple[str, ...]
     builder: str
     cache: CacheOutcome
-    sync: SyncOutcome
     duration_s: float
+    sync: SyncOutcome | None = None  # absent for a multi-platform build: per platform
     peak_memory_bytes: int | None = None
+    index_digest: str | None = None  # multi-platform: the pushed OCI image index
+    media_type: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -313,6 +319,8 @@ class PlanOutcome:
     target: str | None = None
     language: str | None = None
     estimated_cost: Mapping[str, Any] | None = None  # NCL Cost, when the provider knows prices
+    # Several platforms: the strategy, each platform's mode, ladder and cache, the index.
+    multiplatform: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

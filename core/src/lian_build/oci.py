@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -308,20 +309,51 @@ class OciClient:
         """Every repository the credentials may see (``/v2/_catalog``)."""
         return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", page_size))
 
+    # ----------------------------------------------------------------- multi-platform
+
     def get_blob(self, repository: str, digest: str) -> bytes:
-        """A blob's bytes (small ones: image configs)."""
+        """A blob's bytes, checked against its digest (configs of per-platform images)."""
         path = f"/v2/{repository}/blobs/{digest}"
         response = self._send("GET", path, scope=pull_scope(repository))
-        if response.status_code in (307, 302):  # blob stores may redirect; follow once
-            import httpx
-
-            try:
-                response = self._client().get(response.headers["Location"])
-            except (KeyError, httpx.HTTPError) as exc:
-                raise unreachable(self.host, f"GET {path}", exc) from None
+        if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
+            # Registries backed by object storage redirect blob reads; the target is
+            # pre-signed, so no credential goes with it.
+            target = str(response.url.join(response.headers["Location"]))
+            response = self._client().get(target)
         if response.status_code != 200:
             raise self._error(response, f"GET {path}")
-        return response.content
+        body = bytes(response.content)
+        algorithm, _, expected = digest.partition(":")
+        if algorithm == "sha256" and hashlib.sha256(body).hexdigest() != expected:
+            raise RegistryError(
+                f"registry {self.host}: blob {digest} in {repository} does not match its digest",
+                code=ERROR,
+                details={"host": self.host, "digest": digest},
+            )
+        return body
+
+    def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+        """``PUT`` a manifest or index under a tag (or its digest); returns the digest."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        response = self._send(
+            "PUT",
+            path,
+            scope=f"repository:{repository}:pull,push",
+            headers={"Content-Type": media_type},
+            content=body,
+        )
+        if response.status_code not in (200, 201):
+            raise self._error(response, f"PUT {path}")
+        computed = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = str(response.headers.get("Docker-Content-Digest") or computed)
+        if digest != computed:
+            raise RegistryError(
+                f"registry {self.host}: {repository}:{reference} stored as {digest}, "
+                f"not as the pushed {computed}",
+                code="DIGEST_MISMATCH",
+                details={"pushed": computed, "registry": digest},
+            )
+        return digest
 
     # ----------------------------------------------------------------- plumbing
 
@@ -376,12 +408,13 @@ class OciClient:
         force_scope: bool = False,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         """Send once; on 401 answer the challenge and send again. A second 401 raises."""
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
         action = f"{method} {urlsplit(url).path}"
         key = scope or ""
-        response = self._send_once(method, url, key, action, headers, params)
+        response = self._send_once(method, url, key, action, headers, params, content)
         if response.status_code != 401:
             return response
         challenge = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
@@ -408,7 +441,7 @@ class OciClient:
                 code=UNAUTHORIZED,
                 details={"host": self.host, "status": 401, "oci_code": None},
             )
-        response = self._send_once(method, url, key, action, headers, params)
+        response = self._send_once(method, url, key, action, headers, params, content)
         if response.status_code == 401:
             raise self._error(response, action)
         return response
@@ -421,6 +454,7 @@ class OciClient:
         action: str,
         headers: dict[str, str] | None,
         params: dict[str, str] | None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         import httpx
 
@@ -432,7 +466,7 @@ class OciClient:
             auth = (self.username, self.password or "")
         try:
             return self._client().request(
-                method, url, headers=all_headers, params=params, auth=auth
+                method, url, headers=all_headers, params=params, auth=auth, content=content
             )
         except httpx.HTTPError as exc:
             raise unreachable(self.host, action, exc) from None
@@ -612,6 +646,21 @@ class DistributionRegistry(api.RegistryProvider):
                     by_digest.setdefault(digest, []).append(tag)
             return [_artifact(client, local, digest, tags) for digest, tags in by_digest.items()]
 
+    def get_manifest(self, reference: str) -> tuple[str, bytes]:
+        repository, ref = self._split(reference)
+        with self._client() as client:
+            return client.get_manifest(repository, ref)
+
+    def get_blob(self, reference: str, digest: str) -> bytes:
+        repository, _ref = self._split(reference)
+        with self._client() as client:
+            return client.get_blob(repository, digest)
+
+    def put_manifest(self, reference: str, media_type: str, body: bytes) -> str:
+        repository, ref = self._split(reference)
+        with self._client() as client:
+            return client.put_manifest(repository, ref, media_type, body)
+
     def plan(self) -> dict[str, Any]:
         return {
             "url": self.base_url,
@@ -642,3 +691,50 @@ class DistributionRegistry(api.RegistryProvider):
                 f"reference {reference!r} is not on registry {self.host}", field="reference"
             )
         return repository, ref
+
+
+# --------------------------------------------------------------------------- image index
+
+
+@attrs.frozen
+class IndexEntry:
+    """One platform's manifest, as an OCI image index lists it."""
+
+    digest: str
+    media_type: str
+    size: int
+    platform: str  # "linux/arm64[/v8]"
+
+    def descriptor(self) -> dict[str, Any]:
+        os_name, arch, *variant = self.platform.split("/")
+        platform: dict[str, str] = {"architecture": arch, "os": os_name}
+        if variant:
+            platform["variant"] = variant[0]
+        return {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+            "platform": platform,
+        }
+
+
+def image_index(entries: list[IndexEntry]) -> bytes:
+    """The OCI image index over per-platform manifests, as the exact bytes to push."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [entry.descriptor() for entry in entries],
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def config_platform(config: bytes) -> str:
+    """``os/architecture[/variant]`` an image config records."""
+    try:
+        data = json.loads(config)
+        parts = [str(data["os"]), str(data["architecture"])]
+    except (ValueError, KeyError, TypeError):
+        return "unknown"
+    if data.get("variant"):
+        parts.append(str(data["variant"]))
+    return "/".join(parts)

@@ -164,6 +164,8 @@ class AttemptResult:
 
 
 class BuildPipeline:
+    architecture: str | None = None  # a per-platform pipeline asks for its runner's
+
     def __init__(
         self,
         plan: Plan,
@@ -174,6 +176,7 @@ class BuildPipeline:
         *,
         client_key: ClientKey,
         ssh_wait_s: float = SSH_WAIT_S,
+        events: EventBus | None = None,
     ) -> None:
         self.plan = plan
         self.host = host
@@ -182,7 +185,8 @@ class BuildPipeline:
         self.lifecycle = lifecycle
         self.client_key = client_key
         self.ssh_wait_s = ssh_wait_s
-        self.events = EventBus(
+        # A multi-platform build passes one bus shared by its per-platform pipelines.
+        self.events = events or EventBus(
             host.event_sinks(self._event_settings()),
             workspace=plan.intent.workspace,
             session_id=plan.session_id,
@@ -407,6 +411,7 @@ class BuildPipeline:
             host_key=generate_host_key(),
             runner_image=plan.intent.runner.image,
             expires_at=expires,
+            architecture=self.architecture,
         )
         runner: api.Runner | None = None
         remote: SSHRemote | None = None

@@ -163,6 +163,8 @@ class Plan:
 
     def outcome(self) -> model.PlanOutcome:
         """What ``lian plan`` prints (NCL ``PlanOutcome``)."""
+        from lian_build.multiplatform import plan_section
+
         intent = self.intent
         job = self.job(docker_config_dir=f"{self.paths.work_dir}/docker-config")
         commands = {
@@ -227,6 +229,7 @@ class Plan:
                 if self.attempts
                 else None
             ),
+            multiplatform=plan_section(self).get("multiplatform"),
         )
 
     def to_dict(self) -> dict[str, Any]:

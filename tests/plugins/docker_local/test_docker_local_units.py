@@ -60,6 +60,8 @@ def test_plan_needs_no_engine(monkeypatch):
         "image": "x:y",
         "network": "host",
         "bind_host": "127.0.0.1",
+        # Emulated runners are opt-in: none without emulated_runners=true.
+        "architectures": {"native": [provider.host_architecture()], "emulated": []},
     }
 
 

@@ -83,9 +83,18 @@ def build(
     compute_opt: Annotated[
         list[str] | None, typer.Option("--compute-opt", help="KEY=VALUE provider setting.")
     ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="Runner architecture (debian recipe; a foreign one needs QEMU binfmt_misc)."
+        ),
+    ] = None,
 ) -> None:
     """Build a runner image from a recipe, streaming the build output to stderr."""
-    image = tag or f"lian-runner:{recipe.value}"
+    from lian_docker_local.provider import host_architecture
+
+    foreign = arch if arch and arch != host_architecture() else None
+    image = tag or f"lian-runner:{recipe.value}" + (f"-{foreign}" if foreign else "")
 
     def body() -> dict[str, Any]:
         if provider != "docker-local":
@@ -94,7 +103,9 @@ def build(
         if docker_host:
             env["DOCKER_HOST"] = docker_host
         if recipe is Recipe.debian:
-            argv = ["bash", str(recipes_dir() / "debian" / "build.sh"), image]
+            argv = ["bash", str(recipes_dir() / "debian" / "build.sh")]
+            argv += ["--arch", arch] if arch else []
+            argv.append(image)
             if mirror:
                 env["LIAN_DEBIAN_MIRROR"] = mirror
         else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import platform
 import re
 import secrets as token
 import socket
@@ -61,6 +63,12 @@ class DockerLocalSettings:
     bind_host: str = "127.0.0.1"
     tiers: list[TierSettings] | None = None  # replaces the default ladder
     network: str = "host"  # or a Docker network name: sshd is then published on bind_host
+    # Runner image per foreign architecture; default "<image>-<arch>" (lian-runner:debian-arm64).
+    arch_images: dict[str, str] | None = None
+    # Emulated runners for foreign platforms (opt-in): under Debian 12's QEMU 7.2, buildah
+    # cannot run RUN steps in them (it re-executes /proc/self/exe), while one native runner
+    # emulating only the RUN step's processes can.
+    emulated_runners: bool = False
 
 
 Settings = DockerLocalSettings
@@ -109,7 +117,35 @@ class DockerLocalProvider(api.ComputeProvider):
             "image": self.settings.image,
             "network": self.settings.network,
             "bind_host": self.settings.bind_host,
+            "architectures": {
+                "native": list(self.architectures()),
+                "emulated": list(self.emulated_architectures()),
+            },
         }
+
+    # ------------------------------------------------------------------ architectures
+
+    def architectures(self) -> Sequence[str]:
+        # Runners share the engine's kernel: only its own architecture runs natively.
+        return (host_architecture(),)
+
+    def emulated_architectures(self) -> Sequence[str]:
+        """Foreign architectures whose QEMU binfmt_misc handler is enabled on this host
+        (only for the local engine: a remote one's kernel is not ours to read)."""
+        if not self.settings.emulated_runners:
+            return ()
+        engine = self.settings.docker_host or os.environ.get("DOCKER_HOST")
+        if engine and not engine.startswith("unix://"):
+            return ()
+        native = host_architecture()
+        return tuple(a for a in _QEMU_NAMES if a != native and binfmt_enabled(a))
+
+    def image_for(self, architecture: str | None, override: str | None = None) -> str:
+        base = override or self.settings.image
+        if architecture is None or architecture == host_architecture():
+            return base
+        images = self.settings.arch_images or {}
+        return images.get(architecture) or f"{base}-{architecture}"
 
     # ------------------------------------------------------------------ engine
 
@@ -122,7 +158,7 @@ class DockerLocalProvider(api.ComputeProvider):
         import docker
 
         client = self._docker()
-        image = request.runner_image or self.settings.image
+        image = self.image_for(request.architecture, request.runner_image)
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
@@ -299,6 +335,36 @@ class DockerLocalProvider(api.ComputeProvider):
             exit_code=None if running else state.get("ExitCode"),
             oom_killed=oom_killed,
         )
+
+
+# OCI architecture -> QEMU's name for it (binfmt_misc handler qemu-<name>).
+_QEMU_NAMES = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "arm": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+_OCI_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
+
+
+def host_architecture() -> str:
+    machine = platform.machine().lower()
+    return _OCI_NAMES.get(machine, machine)
+
+
+def binfmt_enabled(architecture: str) -> bool:
+    """Whether the kernel runs this architecture's binaries through QEMU."""
+    name = _QEMU_NAMES.get(architecture)
+    if name is None:
+        return False
+    try:
+        with open(f"{BINFMT_DIR}/qemu-{name}", encoding="utf-8") as handler:
+            return handler.readline().strip() == "enabled"
+    except OSError:
+        return False
 
 
 def _free_port(bind_host: str) -> int:
