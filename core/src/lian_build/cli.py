@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -112,6 +113,8 @@ def run_enveloped(command: str, body: Callable[[Envelope], dict[str, Any]]) -> N
         envelope.error(exc, result=partial)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
+        # A second Ctrl-C while the envelope is printed must not kill us by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         exc2 = Cancelled("cancelled by SIGINT")
         _stderr(f"lian {command}: cancelled")
         envelope.error(exc2, result=getattr(envelope, "partial", None))

@@ -5,6 +5,11 @@ with the sizing time budget) raises ``TimeBudgetExceeded``. Both unwind through 
 pipeline's ``finally`` blocks, which destroy the runner. While cleanup runs inside
 ``shielded()``, a further signal is remembered instead of raised, so a second Ctrl-C
 cannot leak the machine being destroyed.
+
+Only the first SIGINT/SIGTERM cancels. Later ones are logged and ignored, until the
+process exits: a second Ctrl-C a moment after the first (while the envelope is being
+printed, or after the handlers were uninstalled) must not kill the process by SIGINT
+instead of letting it exit 130.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class Lifecycle:
             return
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in self._previous.items():
+            if self.cancelled_by is not None and sig != signal.SIGALRM:
+                # Cancelling already: a further signal must not end the process before
+                # it exits 130 with its envelope printed.
+                handler = signal.SIG_IGN
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
 
@@ -74,6 +83,9 @@ class Lifecycle:
         return Cancelled(f"cancelled by {name}; the runner was destroyed", details={"signal": name})
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum != signal.SIGALRM and self.cancelled_by is not None:
+            log.warning("%s: already cancelling", signal.Signals(signum).name)
+            return
         error = self._error_for(signum)
         if self._shield_depth:
             log.warning("%s during cleanup: finishing cleanup first", signal.Signals(signum).name)

@@ -24,6 +24,7 @@ from lian_build.errors import (
     ProvisionError,
     RegistryError,
     RemoteError,
+    RunnerLost,
 )
 from lian_build.events import EventBus
 from lian_build.lifecycle import Lifecycle
@@ -38,16 +39,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("lian.pipeline")
 
 SSH_WAIT_S = 180.0
+LOST_PROBE_S = 5.0  # after a lost connection: how long to try reaching the runner again
 EXPIRY_GRACE_S = 15 * 60  # a reaper may destroy a runner this long after its budget ran out
 
 
 def runner_labels(plan: Plan, expires_at: dt.datetime) -> dict[str, str]:
-    """Labels every provider puts on its machines; reaping finds runners by them."""
+    """Labels every provider puts on its machines; reaping finds runners by them.
+
+    The owner labels name this lian process (host, boot, pid, start time), so the next
+    sweep on this host destroys the runner as soon as the process is dead, without
+    waiting for ``lian.expires-at``.
+    """
+    from lian_build.reap import owner_labels
+
     return {
         "lian.managed": "true",
         "lian.session": plan.session_id,
         "lian.workspace": plan.intent.workspace[:63],
         "lian.expires-at": str(int(expires_at.timestamp())),
+        **owner_labels(),
     }
 
 
@@ -194,6 +204,7 @@ class BuildPipeline:
         try:
             result = self._run()
         except LianError as exc:
+            self._note_pushed(exc)
             kind = "cancelled" if exc.code == "CANCELLED" else "failed"
             self.events.emit(kind, {"code": exc.code, "message": exc.message, **self.summary()})
             raise
@@ -204,12 +215,34 @@ class BuildPipeline:
             self.events.close()
         return result
 
+    def _pushed_digest(self) -> str | None:
+        last = self.attempts[-1] if self.attempts else None
+        if last is None or last.outcome is None or last.outcome.exit_code != 0:
+            return None
+        return last.outcome.digest or ""
+
+    def _note_pushed(self, exc: LianError) -> None:
+        """A failure after a successful push (a cancel during destroy, a verify error)
+        still says the image was pushed, and where."""
+        digest = self._pushed_digest()
+        if digest is None:
+            return
+        exc.details.setdefault("pushed", True)
+        if digest:
+            exc.details.setdefault("digest", digest)
+        exc.details.setdefault("tags", list(self.plan.intent.tags))
+
     # ------------------------------------------------------------------ internals
 
     def _run(self) -> dict[str, Any]:
         plan = self.plan
         intent = plan.intent
-        # Resolve every secret and check the registry before paying for a machine.
+        # Check the context, resolve every secret and check the registry before paying
+        # for a machine.
+        from lian_build.contextcheck import check_context
+
+        with self.progress.phase("context", str(intent.context)):
+            check_context(intent.context, intent.dockerfile)
         build_secrets = {sid: self.store(ref) for sid, ref in intent.secrets}
         auth = plan.registry.auth()
         if auth is not None:
@@ -229,6 +262,19 @@ class BuildPipeline:
             if outcome.exit_code == 0:
                 break
             verdict = attempt.verdict
+            if verdict is not None and verdict.runner_lost:
+                # Not retried: the same tier would be paid for again with no reason to
+                # expect a different end; never recorded as OOM (see _record).
+                raise RunnerLost(
+                    f"runner {attempt.runner_id} on {tier.name} was lost mid-build: "
+                    f"{verdict.reason}",
+                    details={
+                        "runner_id": attempt.runner_id,
+                        "tier": tier.name,
+                        "reason": verdict.reason,
+                        "log_tail": self.store.redact(outcome.stderr_tail[-2000:]),
+                    },
+                )
             is_last = index + 1 >= len(plan.attempts)
             if verdict is not None and verdict.is_oom and not is_last:
                 nxt = plan.attempts[index + 1]
@@ -246,6 +292,9 @@ class BuildPipeline:
                     "tier is left to retry on",
                     details={"tiers_tried": [a.tier.name for a in self.attempts], "log_tail": tail},
                 )
+            registry_error = self._registry_cause(tail)
+            if registry_error is not None:
+                raise registry_error
             raise BuildFailed(
                 f"the build failed on {tier.name} with exit code {outcome.exit_code}",
                 details={"exit_code": outcome.exit_code, "log_tail": tail},
@@ -270,6 +319,31 @@ class BuildPipeline:
         }
         self.events.emit("completed", {"digest": digest, **self.summary()})
         return result
+
+    def _registry_cause(self, tail: str) -> RegistryError | None:
+        """A build that failed because the registry went away is a registry error: ask
+        the registry again, then look for the builder's own registry complaint."""
+        from lian_build.oom import registry_line
+
+        registry = self.plan.registry
+        try:
+            registry.check()
+        except RegistryError as exc:
+            return RegistryError(
+                f"the build failed because the registry {registry.host} failed: {exc.message}",
+                code=exc.code,
+                details={**exc.details, "log_tail": tail},
+            )
+        except LianError as exc:
+            log.debug("registry re-check after the failure: %s", exc.message)
+        line = registry_line(tail, registry.host)
+        if line is None:
+            return None
+        return RegistryError(
+            f"the builder could not reach the registry {registry.host}: {line}",
+            code="REGISTRY_UNREACHABLE",
+            details={"host": registry.host, "log_tail": tail},
+        )
 
     def _reap_expired(self) -> None:
         from lian_build.reap import reap_expired
@@ -344,13 +418,38 @@ class BuildPipeline:
             # most often the OOM killer (buildkitd itself killed).
             state = _safe_inspect(plan.compute, runner.id)
             attempt.outcome = api.BuildOutcome(exit_code=-1, stderr_tail=exc.message)
+            kills = self._oom_kills_after_loss(runner, attempt, state)
             attempt.verdict = oom.classify(
-                None, exc.message, runner_state=state, connection_lost=True
+                None, exc.message, oom_kills=kills, runner_state=state, connection_lost=True
             )
         finally:
             attempt.duration_s = time.monotonic() - started
             with self.lifecycle.shielded():
                 self._teardown(remote, runner, request)
+
+    def _oom_kills_after_loss(
+        self, runner: api.Runner, attempt: AttemptResult, state: api.RunnerState | None
+    ) -> int | None:
+        """The cgroup OOM counter read over a fresh connection, when the runner still
+        runs and answers (sshd itself may be what the OOM killer took)."""
+        from lian_build.remote.ssh import SSHRemote
+
+        if state is None or not state.running or attempt.before.oom_kills is None:
+            return None
+        try:
+            remote = SSHRemote.connect(
+                runner, self.client_key, wait_timeout_s=LOST_PROBE_S, log=log.debug
+            )
+        except LianError as exc:
+            log.debug("runner %s does not answer SSH again: %s", runner.id, exc.message)
+            return None
+        try:
+            after = read_cgroup(remote)
+        finally:
+            remote.close()
+        if after.oom_kills is None:
+            return None
+        return after.oom_kills - attempt.before.oom_kills
 
     def _build_on(
         self,
