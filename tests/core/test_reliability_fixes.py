@@ -82,9 +82,9 @@ _SECOND_SIGINT = textwrap.dedent(
     from lian_build.errors import Cancelled
     life = Lifecycle()
     life.install()
-    print("ready", flush=True)
     try:
         try:
+            print("ready", flush=True)
             time.sleep(30)
         finally:
             with life.shielded():
