@@ -69,6 +69,9 @@ def test_json_escaped_and_base64_forms_are_scrubbed(tmp_path: Path) -> None:
             redacted = store.redact(f"auth={blob}")
             assert base64.b64encode(secret).decode()[4:-4] not in redacted
             assert redacted != f"auth={blob}"
+    # `base64` wraps at 76 columns: each wrapped line is scrubbed on its own
+    for wrapped in base64.encodebytes(value.encode()).decode().splitlines():
+        assert store.redact(wrapped) == "***", wrapped
     urlsafe = base64.urlsafe_b64encode(b"pass-word+with/slashes==").decode()
     assert urlsafe not in store.redact(urlsafe)
     # ordinary text is untouched

@@ -33,6 +33,7 @@ class Lifecycle:
         self._previous: dict[int, object] = {}
         self.budget_s: float | None = None
         self.cancelled_by: str | None = None
+        self.finished = False
 
     # ------------------------------------------------------------------ install
 
@@ -82,7 +83,14 @@ class Lifecycle:
         self.cancelled_by = name
         return Cancelled(f"cancelled by {name}; the runner was destroyed", details={"signal": name})
 
+    def finish(self) -> None:
+        """The build is over (result in hand): a late signal no longer cancels it."""
+        self.finished = True
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.finished:
+            log.warning("%s after the build ended: ignored", signal.Signals(signum).name)
+            return
         if signum != signal.SIGALRM and self.cancelled_by is not None:
             log.warning("%s: already cancelling", signal.Signals(signum).name)
             return

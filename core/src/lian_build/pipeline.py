@@ -587,6 +587,11 @@ def run_build(
     if install_signals:
         lifecycle.install(time_budget_s=plan.size.time_budget_min * 60)
     try:
-        return pipeline.run()
+        result = pipeline.run()
+        lifecycle.finish()
+        return result
+    except LianError as exc:
+        pipeline._note_pushed(exc)  # a signal while the event sinks were closing
+        raise
     finally:
         lifecycle.uninstall()

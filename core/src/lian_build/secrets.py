@@ -17,6 +17,7 @@ from lian_build.errors import SecretError
 REDACTED = "***"
 MIN_SECRET_LEN = 4  # shorter values would redact innocent text; we never log them anyway
 MIN_FRAGMENT_LEN = 8  # one line of a multi-line secret, one encoded form of a secret
+BASE64_WRAPS = (76, 64)
 _REF = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*):(?P<rest>.+)$", re.DOTALL)
 
 
@@ -112,3 +113,10 @@ def _base64_forms(data: bytes) -> Iterator[str]:
                 yield urlsafe
         if offset == 0:
             yield encoded  # the whole encoding, padding included
+            # `base64` (76) and PEM/openssl (64) wrap long encodings; the live log
+            # shows one wrapped line at a time.
+            for width in BASE64_WRAPS:
+                for at in range(0, len(encoded), width):
+                    piece = encoded[at : at + width]
+                    if len(piece) >= MIN_FRAGMENT_LEN and len(encoded) > width:
+                        yield piece
