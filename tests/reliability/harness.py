@@ -314,6 +314,7 @@ class Case:
     stdout: str = ""
     returncode: int | None = None
     shared_state: Path | None = None  # several builds writing one history
+    tag: str = "1"
     _reader: threading.Thread | None = None
     _seen: threading.Condition = attrs.field(factory=threading.Condition)
 
@@ -327,7 +328,7 @@ class Case:
 
     @property
     def image(self) -> str:
-        return f"{self.registry_host}/apps/{self.workspace}:1"
+        return f"{self.registry_host}/apps/{self.workspace}:{self.tag}"
 
     def argv(self) -> list[str]:
         assert self.context is not None

@@ -47,10 +47,12 @@ def test_registry_goes_away(new_case: Any, e2e: Any, when: str) -> None:
     if when == "push":
         cut.when = lambda m, p: m == "POST" and p.startswith(repo + "blobs/uploads")
     elif when == "before-verify":
+
         def pushed():
-            return (any(
-                        m == "PUT" and p.startswith(repo + "manifests/") for m, p in cut.requests[:-1]
-                    ))
+            return any(
+                m == "PUT" and p.startswith(repo + "manifests/") for m, p in cut.requests[:-1]
+            )
+
         cut.when = lambda m, p: m in ("GET", "HEAD") and "manifests/" in p and pushed()
     case.start()
     if when == "build-start":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,12 +20,14 @@ import attrs
 from lian_build import api, oom
 from lian_build.errors import (
     BuildFailed,
+    Cancelled,
     LianError,
     OutOfMemory,
     ProvisionError,
     RegistryError,
     RemoteError,
     RunnerLost,
+    TimeBudgetExceeded,
 )
 from lian_build.events import EventBus
 from lian_build.lifecycle import Lifecycle
@@ -39,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("lian.pipeline")
 
 SSH_WAIT_S = 180.0
-LOST_PROBE_S = 5.0  # after a lost connection: how long to try reaching the runner again
+REMOTE_CLEANUP_S = 30.0
+LOST_PROBE_S = 5.0
+SETTLE_TRIES, SETTLE_WAIT_S = 3, 1.0  # re-inspect a runner that still says "running"  # after a lost connection: how long to try reaching the runner again
 EXPIRY_GRACE_S = 15 * 60  # a reaper may destroy a runner this long after its budget ran out
 
 
@@ -416,7 +421,7 @@ class BuildPipeline:
                 raise
             # The daemon or the machine died mid-build: on a memory-limited runner that is
             # most often the OOM killer (buildkitd itself killed).
-            state = _safe_inspect(plan.compute, runner.id)
+            state = _settled_state(plan.compute, runner.id)
             attempt.outcome = api.BuildOutcome(exit_code=-1, stderr_tail=exc.message)
             kills = self._oom_kills_after_loss(runner, attempt, state)
             attempt.verdict = oom.classify(
@@ -424,8 +429,10 @@ class BuildPipeline:
             )
         finally:
             attempt.duration_s = time.monotonic() - started
+            # A signal may have landed inside the SSH library: do not reuse the connection.
+            interrupted = isinstance(sys.exc_info()[1], Cancelled | TimeBudgetExceeded)
             with self.lifecycle.shielded():
-                self._teardown(remote, runner, request)
+                self._teardown(remote, runner, request, reuse_ssh=not interrupted)
 
     def _oom_kills_after_loss(
         self, runner: api.Runner, attempt: AttemptResult, state: api.RunnerState | None
@@ -488,18 +495,19 @@ class BuildPipeline:
         return outcome, builder.name
 
     def _teardown(
-        self, remote: SSHRemote | None, runner: api.Runner | None, request: api.SpawnRequest
+        self,
+        remote: SSHRemote | None,
+        runner: api.Runner | None,
+        request: api.SpawnRequest,
+        *,
+        reuse_ssh: bool = True,
     ) -> None:
         compute = self.plan.compute
         with self.progress.phase(
             "destroy", runner.id if runner else f"session {request.session_id}"
         ):
             if remote is not None:
-                try:
-                    remote.run(["rm", "-rf", self.plan.paths.work_dir], timeout=30)
-                except Exception as exc:  # the machine is destroyed next anyway
-                    log.debug("remote cleanup failed: %s", exc)
-                remote.close()
+                _bounded_cleanup(remote, self.plan.paths.work_dir if reuse_ssh else None)
             ids = [runner.id] if runner else []
             try:
                 # Anything of this session the provider created but never returned to us.
@@ -555,6 +563,32 @@ class BuildPipeline:
         )
 
 
+def _bounded_cleanup(remote: SSHRemote, work_dir: str | None) -> None:
+    """Remove lian's work dir on the runner and close SSH, in a thread with a deadline.
+
+    A signal raised inside paramiko (Cancelled is raised wherever the main thread is)
+    can leave one of its locks held, and the next command over that connection would
+    wait forever; the runner must still be destroyed, so the cleanup gets a bounded
+    wait and the machine is destroyed either way.
+    """
+    import threading
+
+    def cleanup() -> None:
+        try:
+            if work_dir is not None:
+                remote.run(["rm", "-rf", work_dir], timeout=REMOTE_CLEANUP_S)
+        except Exception as exc:  # the machine is destroyed next anyway
+            log.debug("remote cleanup failed: %s", exc)
+        finally:
+            remote.close()
+
+    worker = threading.Thread(target=cleanup, name="lian-remote-cleanup", daemon=True)
+    worker.start()
+    worker.join(REMOTE_CLEANUP_S + 5)
+    if worker.is_alive():
+        log.warning("cleaning up the runner over SSH did not finish; destroying it anyway")
+
+
 def _delta(before: float | None, after: float | None) -> float | None:
     if after is None:
         return None
@@ -567,6 +601,18 @@ def _safe_inspect(compute: api.ComputeProvider, runner_id: str) -> api.RunnerSta
     except Exception as exc:
         log.debug("inspect %s failed: %s", runner_id, exc)
         return None
+
+
+def _settled_state(compute: api.ComputeProvider, runner_id: str) -> api.RunnerState | None:
+    """The runner's state after a lost connection; a machine being killed or removed
+    still reads "running" for a moment, so ask again briefly before believing it."""
+    state = _safe_inspect(compute, runner_id)
+    for _ in range(SETTLE_TRIES):
+        if state is None or not state.running or state.oom_killed:
+            break
+        time.sleep(SETTLE_WAIT_S)
+        state = _safe_inspect(compute, runner_id)
+    return state
 
 
 def run_build(
