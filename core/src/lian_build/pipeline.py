@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("lian.pipeline")
 
 SSH_WAIT_S = 180.0
-REMOTE_CLEANUP_S = 30.0
-LOST_PROBE_S = 5.0
-SETTLE_TRIES, SETTLE_WAIT_S = 3, 1.0  # re-inspect a runner that still says "running"  # after a lost connection: how long to try reaching the runner again
+REMOTE_CLEANUP_S = 30.0  # lian's own cleanup on the runner, before it is destroyed
+LOST_PROBE_S = 5.0  # after a lost connection: how long to try reaching the runner again
+SETTLE_TRIES, SETTLE_WAIT_S = 3, 1.0  # re-inspect a runner that still says "running"
 EXPIRY_GRACE_S = 15 * 60  # a reaper may destroy a runner this long after its budget ran out
 
 
