@@ -1,7 +1,7 @@
 """The build context, checked before a runner is paid for.
 
 Everything .dockerignore lets through must be readable: an unreadable directory or file
-would otherwise fail the sync (or the ignore scan) after provisioning. The error names
+would otherwise fail the sync (or the ignore scan) once a runner exists. The error names
 the paths, relative to the context.
 """
 

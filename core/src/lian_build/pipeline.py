@@ -334,11 +334,11 @@ class BuildPipeline:
         try:
             registry.check()
         except RegistryError as exc:
-            return RegistryError(
-                f"the build failed because the registry {registry.host} failed: {exc.message}",
-                code=exc.code,
-                details={**exc.details, "log_tail": tail},
-            )
+            # The registry's own error (and code), told as the cause of the failed build.
+            exc.message = f"the build failed because the registry failed: {exc.message}"
+            exc.args = (exc.message,)
+            exc.details["log_tail"] = tail
+            return exc
         except LianError as exc:
             log.debug("registry re-check after the failure: %s", exc.message)
         line = registry_line(tail, registry.host)
