@@ -99,6 +99,14 @@ def read_private_key(path: Path) -> ClientKey:
     return ClientKey(path=path, public_openssh=f"{pkey.get_name()} {pkey.get_base64()}")
 
 
+def _quiet_paramiko() -> None:
+    """paramiko logs the traceback of a dropped or interrupted connection line by line
+    at ERROR; lian reports those failures itself in one line, so paramiko's own lines
+    show only with -vv (lian at DEBUG)."""
+    if not logging.getLogger("lian").isEnabledFor(logging.DEBUG):
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
 def _host_key_name(host: str, port: int) -> str:
     # The name paramiko and OpenSSH look a host key up by.
     return host if port == 22 else f"[{host}]:{port}"
@@ -210,6 +218,8 @@ class SSHRemote:
     ) -> SSHRemote:
         """Wait (bounded) until the runner answers SSH with the pinned key, then log in."""
         import paramiko
+
+        _quiet_paramiko()
 
         pinned = _parse_public_key(runner.host_public_key)
         pkey = paramiko.PKey.from_path(key.path)
