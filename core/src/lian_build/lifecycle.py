@@ -18,7 +18,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from lian_build.errors import Cancelled, TimeBudgetExceeded
@@ -34,6 +34,7 @@ class Lifecycle:
         self.budget_s: float | None = None
         self.cancelled_by: str | None = None
         self.finished = False
+        self._notify: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ install
 
@@ -96,7 +97,13 @@ class Lifecycle:
             return
         error = self._error_for(signum)
         if self._shield_depth:
-            log.warning("%s during cleanup: finishing cleanup first", signal.Signals(signum).name)
+            if self._notify:
+                for notify in self._notify:
+                    notify()  # only sets a flag the SSH loop polls
+            else:
+                log.warning(
+                    "%s during cleanup: finishing cleanup first", signal.Signals(signum).name
+                )
             self._pending = self._pending or error
             return
         raise error
@@ -112,6 +119,20 @@ class Lifecycle:
         if not self._shield_depth and self._pending is not None:
             pending, self._pending = self._pending, None
             raise pending
+
+    @contextlib.contextmanager
+    def deferred(self, notify: Callable[[], None]) -> Iterator[None]:
+        """Inside, a signal is not raised wherever the main thread happens to be: an SSH
+        library interrupted while holding a lock (or inside its own ``except
+        Exception``) can hang or misreport the connection. ``notify`` (which must only
+        set a flag) tells the code that polls it to stop at a safe point; the signal's
+        error is raised when the block ends."""
+        self._notify.append(notify)
+        try:
+            with self.shielded():
+                yield
+        finally:
+            self._notify.remove(notify)
 
     def disarm_budget(self) -> None:
         if threading.current_thread() is threading.main_thread():

@@ -395,7 +395,10 @@ class BuildPipeline:
                     runner, self.client_key, wait_timeout_s=self.ssh_wait_s, log=self.progress.info
                 )
             if runner.ready_command:
-                with self.progress.phase("ready", " ".join(runner.ready_command)):
+                with (
+                    self.progress.phase("ready", " ".join(runner.ready_command)),
+                    self.lifecycle.deferred(remote.request_cancel),
+                ):
                     ready = remote.run(list(runner.ready_command), on_output=self.progress.line)
                 if ready.exit_code != 0:
                     raise ProvisionError(
@@ -471,9 +474,12 @@ class BuildPipeline:
 
         plan = self.plan
         paths = plan.paths
-        remote.run(
-            ["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir]
-        )
+        # Signals wait for a safe point around SSH commands (Lifecycle.deferred); the
+        # rsync child of the sync step is interrupted directly.
+        with self.lifecycle.deferred(remote.request_cancel):
+            remote.run(
+                ["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir]
+            )
         with self.progress.phase("sync", str(plan.intent.context)):
             stats = sync_context(
                 plan.intent.context,
@@ -483,15 +489,16 @@ class BuildPipeline:
                 dockerfile=plan.intent.dockerfile,
             )
         attempt.sync = attrs.asdict(stats)
-        docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
-        for sid, value in build_secrets.items():
-            remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
-        builder = select_builder(plan.intent.builder, plan.builders, remote)
-        job = plan.job(docker_config_dir=docker_config)
-        attempt.before = read_cgroup(remote)
-        with self.progress.phase("build", f"{builder.name} on {attempt.tier.name}"):
-            outcome = builder.build(job, remote, self.progress.line)
-        attempt.after = read_cgroup(remote)
+        with self.lifecycle.deferred(remote.request_cancel):
+            docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
+            for sid, value in build_secrets.items():
+                remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
+            builder = select_builder(plan.intent.builder, plan.builders, remote)
+            job = plan.job(docker_config_dir=docker_config)
+            attempt.before = read_cgroup(remote)
+            with self.progress.phase("build", f"{builder.name} on {attempt.tier.name}"):
+                outcome = builder.build(job, remote, self.progress.line)
+            attempt.after = read_cgroup(remote)
         return outcome, builder.name
 
     def _teardown(
