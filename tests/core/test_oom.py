@@ -82,15 +82,35 @@ def test_cgroup_counter_is_the_strongest_signal():
 
 def test_runner_state_signals():
     assert oom.classify(None, "", runner_state=RunnerState(exists=True, oom_killed=True)).is_oom
-    assert oom.classify(None, "", runner_state=RunnerState(exists=False, exit_code=137)).is_oom
-    assert not oom.classify(None, "", runner_state=RunnerState(exists=False, exit_code=1)).is_oom
+    # `docker kill` leaves exit code 137 without the engine's OOMKilled flag: not an OOM.
+    killed = oom.classify(None, "", runner_state=RunnerState(exists=True, exit_code=137))
+    assert not killed.is_oom
+    assert killed.runner_lost
+    assert "stopped" in killed.reason
+    gone = oom.classify(None, "", runner_state=RunnerState(exists=False, exit_code=1))
+    assert not gone.is_oom
+    assert gone.runner_lost
 
 
-def test_connection_lost_counts_only_on_memory_limited_runners():
-    assert oom.classify(None, "", connection_lost=True).is_oom
-    verdict = oom.classify(None, "", connection_lost=True, memory_limited=False)
+def test_a_lost_connection_is_a_lost_runner_not_an_oom():
+    # sshd killed inside a still running runner
+    alive = RunnerState(exists=True, running=True)
+    verdict = oom.classify(None, "", connection_lost=True, runner_state=alive)
     assert not verdict.is_oom
-    assert "no memory limit" in verdict.reason
+    assert verdict.runner_lost
+    assert "sshd" in verdict.reason
+    # with no answer from the provider either
+    assert oom.classify(None, "", connection_lost=True).runner_lost
+    # the cgroup counter or the provider's OOM flag still win
+    assert oom.classify(None, "", connection_lost=True, oom_kills=2).is_oom
+    flagged = RunnerState(exists=True, running=False, exit_code=137, oom_killed=True)
+    assert oom.classify(None, "", connection_lost=True, runner_state=flagged).is_oom
+
+
+def test_a_failing_build_on_a_live_runner_is_not_lost():
+    alive = RunnerState(exists=True, running=True)
+    assert not oom.classify(1, "error: step failed", runner_state=alive).runner_lost
+    assert oom.classify(137, "", runner_state=alive).is_oom
 
 
 # ----------------------------------------------------------------- cgroup files

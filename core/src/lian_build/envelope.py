@@ -126,6 +126,10 @@ def run_enveloped(command: str, body: Callable[[Envelope], Any]) -> None:
         envelope.error(exc)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
+        import signal
+
+        # A second Ctrl-C while the envelope is printed must not kill us by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         cancelled = Cancelled("cancelled by SIGINT")
         _stderr(f"lian {command}: cancelled")
         envelope.error(cancelled)

@@ -88,6 +88,12 @@ class RemoteError(LianError):
     exit_code = EXIT_PROVISION
 
 
+class RunnerLost(ProvisionError):
+    """The runner went away mid-build (killed, stopped, deleted, sshd gone): not an OOM."""
+
+    code = "RUNNER_LOST"
+
+
 class BuildFailed(LianError):
     """The builder ran and the build failed."""
 
@@ -143,6 +149,7 @@ ALL_ERRORS: tuple[type[LianError], ...] = (
     PluginError,
     ProvisionError,
     RemoteError,
+    RunnerLost,
     BuildFailed,
     OutOfMemory,
     RegistryError,

@@ -46,12 +46,30 @@ _OOM_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 class OomVerdict:
     is_oom: bool
     reason: str
+    # The runner itself went away (connection lost, machine gone or stopped, sshd
+    # gone) with no sign of memory trouble: an infrastructure failure, never an OOM.
+    runner_lost: bool = False
 
 
 def _stderr_signal(stderr: str) -> str | None:
     for label, pattern in _OOM_PATTERNS:
         if pattern.search(stderr):
             return label
+    return None
+
+
+def lost_reason(runner_state: RunnerState | None, *, connection_lost: bool) -> str | None:
+    """Why the runner is gone, or None while it still looks alive and reachable."""
+    if runner_state is not None and not runner_state.exists:
+        return "the runner no longer exists (destroyed or deleted from outside)"
+    if runner_state is not None and not runner_state.running:
+        code = runner_state.exit_code
+        shown = "" if code is None else f", exit code {code}"
+        return f"the runner stopped mid-build (killed or shut down from outside{shown})"
+    if connection_lost:
+        if runner_state is None:
+            return "the SSH connection was lost and the provider could not say why"
+        return "the SSH connection was lost while the runner kept running (sshd gone?)"
     return None
 
 
@@ -67,26 +85,51 @@ def classify(
     """Decide whether a failed build ran out of memory; strongest evidence first.
 
     ``oom_kills`` is how much the runner's cgroup ``oom_kill`` counter went up during
-    the build; ``connection_lost`` means SSH dropped mid-build, which on a
-    memory-limited runner usually means the kernel killed sshd or the whole machine.
+    the build. A lost connection alone is not evidence: the runner may have been
+    killed, stopped or lost its sshd, so without a counter or the provider saying
+    "OOM" it is a lost runner (``runner_lost``). ``memory_limited`` is kept for
+    callers; it no longer turns a lost connection into an OOM.
     """
+    del memory_limited
     if oom_kills is not None and oom_kills > 0:
         return OomVerdict(True, f"the runner's memory cgroup recorded {oom_kills} OOM kill(s)")
     if runner_state is not None and runner_state.oom_killed:
         return OomVerdict(True, "the compute provider reports the runner was OOM-killed")
+    lost = lost_reason(runner_state, connection_lost=connection_lost)
+    if lost is not None:
+        # A runner killed from outside also "exits 137": that is not the OOM killer.
+        return OomVerdict(False, lost, runner_lost=True)
     if exit_code == SIGKILL_EXIT:
         return OomVerdict(True, "the build exited with 137 (killed, typically by the OOM killer)")
-    if runner_state is not None and runner_state.exit_code == SIGKILL_EXIT:
-        return OomVerdict(True, "the runner exited with 137 (killed, typically by the OOM killer)")
     signal = _stderr_signal(stderr or "")
     if signal is not None:
         return OomVerdict(True, f"the build output reports {signal!r}")
-    if connection_lost and memory_limited:
-        return OomVerdict(True, "the connection was lost mid-build on a memory-limited runner")
-    if connection_lost:
-        return OomVerdict(False, "the connection was lost, but the runner has no memory limit")
     shown = "unknown" if exit_code is None else str(exit_code)
     return OomVerdict(False, f"exit code {shown} with no sign of running out of memory")
+
+
+# ----------------------------------------------------------------- registry failures
+
+# What buildah/buildkit print when the registry is not there: dial/connect errors,
+# gateway answers of a proxy in front of a dead registry, TLS handshakes cut short.
+_UNREACHABLE = re.compile(
+    r"connection refused|connection reset|no route to host|no such host|i/o timeout"
+    r"|network is unreachable|dial tcp|(?-i:\bEOF\b)|server misbehaving|tls: handshake"
+    r"|50[234] (?:Bad Gateway|Service Unavailable|Gateway Timeout)",
+    re.IGNORECASE,
+)
+
+
+def registry_line(log_tail: str, registry_host: str) -> str | None:
+    """The last builder line saying the registry ``registry_host`` cannot be reached
+    (a failed push, cache import/export or base image pull from it); None when the
+    failure has nothing to do with the registry."""
+    host = registry_host.lower()
+    for line in reversed(log_tail.splitlines()):
+        lowered = line.lower()
+        if host in lowered and _UNREACHABLE.search(line):
+            return line.strip()[-400:]
+    return None
 
 
 # ----------------------------------------------------------------- cgroup files

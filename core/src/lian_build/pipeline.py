@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,11 +21,14 @@ import attrs
 from lian_build import api, model, oom
 from lian_build.errors import (
     BuildFailed,
+    Cancelled,
     LianError,
     OutOfMemory,
     ProvisionError,
     RegistryError,
     RemoteError,
+    RunnerLost,
+    TimeBudgetExceeded,
 )
 from lian_build.events import EventBus
 from lian_build.lifecycle import Lifecycle
@@ -39,17 +43,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("lian.pipeline")
 
 SSH_WAIT_S = 180.0
+REMOTE_CLEANUP_S = 30.0  # lian's own cleanup on the runner, before it is destroyed
+LOST_PROBE_S = 5.0  # after a lost connection: how long to try reaching the runner again
+SETTLE_TRIES, SETTLE_WAIT_S = 3, 1.0  # re-inspect a runner that still says "running"
 EXPIRY_GRACE_S = 15 * 60  # a reaper may destroy a runner this long after its budget ran out
 
 
 def runner_labels(plan: Plan, expires_at: dt.datetime, tier: str | None = None) -> dict[str, str]:
     """Labels every provider puts on its machines; reaping and ``lian runners`` find
-    runners by them."""
+    runners by them.
+
+    The owner labels name this lian process (host, boot, pid, start time), so the next
+    sweep on this host destroys the runner as soon as the process is dead, without
+    waiting for ``lian.expires-at``.
+    """
+    from lian_build.reap import owner_labels
+
     labels = {
         "lian.managed": "true",
         "lian.session": plan.session_id,
         "lian.workspace": plan.intent.workspace[:63],
         "lian.expires-at": str(int(expires_at.timestamp())),
+        **owner_labels(),
     }
     if tier is not None:
         labels["lian.tier"] = tier[:63]
@@ -268,6 +283,7 @@ class BuildPipeline:
                     result, cache=attrs.evolve(result.cache, removed=tuple(removed))
                 )
         except LianError as exc:
+            self._note_pushed(exc)
             kind = "cancelled" if exc.code == "CANCELLED" else "failed"
             self.events.emit(kind, {"code": exc.code, "message": exc.message, **self.summary()})
             raise
@@ -278,12 +294,34 @@ class BuildPipeline:
             self.events.close()
         return result
 
+    def _pushed_digest(self) -> str | None:
+        last = self.attempts[-1] if self.attempts else None
+        if last is None or last.outcome is None or last.outcome.exit_code != 0:
+            return None
+        return last.outcome.digest or ""
+
+    def _note_pushed(self, exc: LianError) -> None:
+        """A failure after a successful push (a cancel during destroy, a verify error)
+        still says the image was pushed, and where."""
+        digest = self._pushed_digest()
+        if digest is None:
+            return
+        exc.details.setdefault("pushed", True)
+        if digest:
+            exc.details.setdefault("digest", digest)
+        exc.details.setdefault("tags", list(self.plan.intent.tags))
+
     # ------------------------------------------------------------------ internals
 
     def _run(self) -> model.BuildOutcome:
         plan = self.plan
         intent = plan.intent
-        # Resolve every secret and check the registry before paying for a machine.
+        # Check the context, resolve every secret and check the registry before paying
+        # for a machine.
+        from lian_build.contextcheck import check_context
+
+        with self.progress.phase("context", str(intent.context)):
+            check_context(intent.context, intent.dockerfile)
         build_secrets = {sid: self.store(ref) for sid, ref in intent.secrets}
         auth = plan.registry.auth()
         if auth is not None:
@@ -303,6 +341,19 @@ class BuildPipeline:
             if outcome.exit_code == 0:
                 break
             verdict = attempt.verdict
+            if verdict is not None and verdict.runner_lost:
+                # Not retried: the same tier would be paid for again with no reason to
+                # expect a different end; never recorded as OOM (see _record).
+                raise RunnerLost(
+                    f"runner {attempt.runner_id} on {tier.name} was lost mid-build: "
+                    f"{verdict.reason}",
+                    details={
+                        "runner_id": attempt.runner_id,
+                        "tier": tier.name,
+                        "reason": verdict.reason,
+                        "log_tail": self.store.redact(outcome.stderr_tail[-2000:]),
+                    },
+                )
             is_last = index + 1 >= len(plan.attempts)
             if verdict is not None and verdict.is_oom and not is_last:
                 nxt = plan.attempts[index + 1]
@@ -320,6 +371,9 @@ class BuildPipeline:
                     "tier is left to retry on",
                     details={"tiers_tried": [a.tier.name for a in self.attempts], "log_tail": tail},
                 )
+            registry_error = self._registry_cause(tail)
+            if registry_error is not None:
+                raise registry_error
             raise BuildFailed(
                 f"the build failed on {tier.name} with exit code {outcome.exit_code}",
                 details={"exit_code": outcome.exit_code, "log_tail": tail},
@@ -379,6 +433,31 @@ class BuildPipeline:
             return []
         return [d.reference for d in done]
 
+    def _registry_cause(self, tail: str) -> RegistryError | None:
+        """A build that failed because the registry went away is a registry error: ask
+        the registry again, then look for the builder's own registry complaint."""
+        from lian_build.oom import registry_line
+
+        registry = self.plan.registry
+        try:
+            registry.check()
+        except RegistryError as exc:
+            # The registry's own error (and code), told as the cause of the failed build.
+            exc.message = f"the build failed because the registry failed: {exc.message}"
+            exc.args = (exc.message,)
+            exc.details["log_tail"] = tail
+            return exc
+        except LianError as exc:
+            log.debug("registry re-check after the failure: %s", exc.message)
+        line = registry_line(tail, registry.host)
+        if line is None:
+            return None
+        return RegistryError(
+            f"the builder could not reach the registry {registry.host}: {line}",
+            code="REGISTRY_UNREACHABLE",
+            details={"host": registry.host, "log_tail": tail},
+        )
+
     def _reap_expired(self) -> None:
         from lian_build.reap import reap_expired
 
@@ -425,7 +504,10 @@ class BuildPipeline:
                     runner, self.client_key, wait_timeout_s=self.ssh_wait_s, log=self.progress.info
                 )
             if runner.ready_command:
-                with self.progress.phase("ready", " ".join(runner.ready_command)):
+                with (
+                    self.progress.phase("ready", " ".join(runner.ready_command)),
+                    self.lifecycle.deferred(remote.request_cancel),
+                ):
                     ready = remote.run(list(runner.ready_command), on_output=self.progress.line)
                 if ready.exit_code != 0:
                     raise ProvisionError(
@@ -451,17 +533,44 @@ class BuildPipeline:
                 raise
             # The daemon or the machine died mid-build: on a memory-limited runner that is
             # most often the OOM killer (buildkitd itself killed).
-            state = _safe_inspect(plan.compute, runner.id)
+            state = _settled_state(plan.compute, runner.id)
             attempt.outcome = api.BuildOutcome(exit_code=-1, stderr_tail=exc.message)
+            kills = self._oom_kills_after_loss(runner, attempt, state)
             attempt.verdict = oom.classify(
-                None, exc.message, runner_state=state, connection_lost=True
+                None, exc.message, oom_kills=kills, runner_state=state, connection_lost=True
             )
         finally:
             attempt.duration_s = time.monotonic() - started
+            # A signal may have landed inside the SSH library: do not reuse the connection.
+            interrupted = isinstance(sys.exc_info()[1], Cancelled | TimeBudgetExceeded)
             with self.lifecycle.shielded():
-                self._teardown(remote, runner, request)
+                self._teardown(remote, runner, request, reuse_ssh=not interrupted)
                 if runner is not None:
                     attempt.runner_s = time.monotonic() - started
+
+    def _oom_kills_after_loss(
+        self, runner: api.Runner, attempt: AttemptResult, state: api.RunnerState | None
+    ) -> int | None:
+        """The cgroup OOM counter read over a fresh connection, when the runner still
+        runs and answers (sshd itself may be what the OOM killer took)."""
+        from lian_build.remote.ssh import SSHRemote
+
+        if state is None or not state.running or attempt.before.oom_kills is None:
+            return None
+        try:
+            remote = SSHRemote.connect(
+                runner, self.client_key, wait_timeout_s=LOST_PROBE_S, log=log.debug
+            )
+        except LianError as exc:
+            log.debug("runner %s does not answer SSH again: %s", runner.id, exc.message)
+            return None
+        try:
+            after = read_cgroup(remote)
+        finally:
+            remote.close()
+        if after.oom_kills is None:
+            return None
+        return after.oom_kills - attempt.before.oom_kills
 
     def _build_on(
         self,
@@ -475,9 +584,12 @@ class BuildPipeline:
 
         plan = self.plan
         paths = plan.paths
-        remote.run(
-            ["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir]
-        )
+        # Signals wait for a safe point around SSH commands (Lifecycle.deferred); the
+        # rsync child of the sync step is interrupted directly.
+        with self.lifecycle.deferred(remote.request_cancel):
+            remote.run(
+                ["mkdir", "-p", "-m", "700", paths.work_dir, paths.context_dir, paths.secrets_dir]
+            )
         with self.progress.phase("sync", str(plan.intent.context)):
             stats = sync_context(
                 plan.intent.context,
@@ -497,18 +609,19 @@ class BuildPipeline:
         return outcome, builder.name
 
     def _teardown(
-        self, remote: SSHRemote | None, runner: api.Runner | None, request: api.SpawnRequest
+        self,
+        remote: SSHRemote | None,
+        runner: api.Runner | None,
+        request: api.SpawnRequest,
+        *,
+        reuse_ssh: bool = True,
     ) -> None:
         compute = self.plan.compute
         with self.progress.phase(
             "destroy", runner.id if runner else f"session {request.session_id}"
         ):
             if remote is not None:
-                try:
-                    remote.run(["rm", "-rf", self.plan.paths.work_dir], timeout=30)
-                except Exception as exc:  # the machine is destroyed next anyway
-                    log.debug("remote cleanup failed: %s", exc)
-                remote.close()
+                _bounded_cleanup(remote, self.plan.paths.work_dir if reuse_ssh else None)
             ids = [runner.id] if runner else []
             try:
                 # Anything of this session the provider created but never returned to us.
@@ -564,6 +677,32 @@ class BuildPipeline:
         )
 
 
+def _bounded_cleanup(remote: SSHRemote, work_dir: str | None) -> None:
+    """Remove lian's work dir on the runner and close SSH, in a thread with a deadline.
+
+    A signal raised inside paramiko (Cancelled is raised wherever the main thread is)
+    can leave one of its locks held, and the next command over that connection would
+    wait forever; the runner must still be destroyed, so the cleanup gets a bounded
+    wait and the machine is destroyed either way.
+    """
+    import threading
+
+    def cleanup() -> None:
+        try:
+            if work_dir is not None:
+                remote.run(["rm", "-rf", work_dir], timeout=REMOTE_CLEANUP_S)
+        except Exception as exc:  # the machine is destroyed next anyway
+            log.debug("remote cleanup failed: %s", exc)
+        finally:
+            remote.close()
+
+    worker = threading.Thread(target=cleanup, name="lian-remote-cleanup", daemon=True)
+    worker.start()
+    worker.join(REMOTE_CLEANUP_S + 5)
+    if worker.is_alive():
+        log.warning("cleaning up the runner over SSH did not finish; destroying it anyway")
+
+
 def _delta(before: float | None, after: float | None) -> float | None:
     if after is None:
         return None
@@ -576,6 +715,18 @@ def _safe_inspect(compute: api.ComputeProvider, runner_id: str) -> api.RunnerSta
     except Exception as exc:
         log.debug("inspect %s failed: %s", runner_id, exc)
         return None
+
+
+def _settled_state(compute: api.ComputeProvider, runner_id: str) -> api.RunnerState | None:
+    """The runner's state after a lost connection; a machine being killed or removed
+    still reads "running" for a moment, so ask again briefly before believing it."""
+    state = _safe_inspect(compute, runner_id)
+    for _ in range(SETTLE_TRIES):
+        if state is None or not state.running or state.oom_killed:
+            break
+        time.sleep(SETTLE_WAIT_S)
+        state = _safe_inspect(compute, runner_id)
+    return state
 
 
 def run_build(
@@ -596,6 +747,11 @@ def run_build(
     if install_signals:
         lifecycle.install(time_budget_s=plan.size.time_budget_min * 60)
     try:
-        return pipeline.run()
+        result = pipeline.run()
+        lifecycle.finish()
+        return result
+    except LianError as exc:
+        pipeline._note_pushed(exc)  # a signal while the event sinks were closing
+        raise
     finally:
         lifecycle.uninstall()

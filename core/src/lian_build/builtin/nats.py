@@ -40,6 +40,16 @@ def event_payload(event: api.BuildEvent) -> bytes:
     return json.dumps(body, sort_keys=True, default=str).encode()
 
 
+NATS_MISSING = (
+    "the NATS client is not installed: pip install 'lian-build[nats]' "
+    "(or uv pip install 'lian-build[nats]')"
+)
+
+
+class NatsMissing(Exception):
+    """nats-py (the ``nats`` extra) is not installed."""
+
+
 class NatsSink(api.EventSink):
     name = "nats"
 
@@ -55,6 +65,12 @@ class NatsSink(api.EventSink):
         self._thread.start()
         self._nc: Any = None
         self._broken = False
+        import importlib.util
+
+        if importlib.util.find_spec("nats") is None:
+            # Said before the build starts, with the fix, not as an import traceback.
+            log.warning("NATS events disabled for this run: %s", NATS_MISSING)
+            self._broken = True
 
     def _call(self, coro: Any, timeout: float) -> Any:
         import asyncio
@@ -67,7 +83,12 @@ class NatsSink(api.EventSink):
             raise
 
     async def _connect(self) -> Any:
-        import nats
+        try:
+            import nats
+        except ModuleNotFoundError as exc:
+            if exc.name not in {"nats", "nkeys"}:
+                raise
+            raise NatsMissing(NATS_MISSING) from None
 
         async def quiet(exc: Exception) -> None:
             log.debug("NATS: %s", exc)  # the first failure is reported once by emit()
@@ -100,6 +121,9 @@ class NatsSink(api.EventSink):
             self._call(self._publish(subject, event_payload(event)), CONNECT_TIMEOUT_S + 3)
         except Exception as exc:
             self._broken = True
+            if isinstance(exc, NatsMissing):
+                log.warning("NATS events disabled for this run: %s", exc)
+                return
             reason = str(exc) or "no answer in time"
             log.warning(
                 "NATS events disabled for this run (%s): %s: %s",

@@ -166,7 +166,15 @@ def load(context: Path, dockerfile: str = "Dockerfile") -> Matcher:
     lines: list[str] = []
     for candidate in candidates:
         if candidate.is_file():
-            lines = candidate.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+            try:
+                text = candidate.read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError as exc:
+                raise InvalidInput(
+                    f"context: {candidate.name} cannot be read ({exc.strerror})",
+                    field="context",
+                    details={"unreadable": [candidate.name]},
+                ) from None
+            lines = text.splitlines()
             break
     patterns = parse(lines)
     keep = parse(["!" + IGNORE_FILE, "!" + dockerfile])
@@ -198,8 +206,18 @@ def scan(context: Path, matcher: Matcher | None = None) -> Scan:
 def _scan_dir(
     root: Path, reldir: str, matcher: Matcher, included: list[str], pruned: list[str]
 ) -> None:
-    with os.scandir(root / reldir if reldir else root) as entries:
-        names = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in entries)
+    try:
+        with os.scandir(root / reldir if reldir else root) as entries:
+            names = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in entries)
+    except OSError as exc:
+        # An unreadable directory that is sent would fail the sync later; say which.
+        shown = f"{reldir}/" if reldir else "the context directory"
+        raise InvalidInput(
+            f"context: {shown} cannot be read ({exc.strerror}); fix its permissions "
+            "or exclude it in .dockerignore",
+            field="context",
+            details={"unreadable": [f"{reldir}/" if reldir else "."]},
+        ) from None
     for name, is_dir in names:
         rel = f"{reldir}/{name}" if reldir else name
         excluded = matcher.excluded(rel)

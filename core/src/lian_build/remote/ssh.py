@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import attrs
 
 from lian_build import api
-from lian_build.errors import InvalidInput, RemoteError, TimeBudgetExceeded
+from lian_build.errors import Cancelled, InvalidInput, RemoteError, TimeBudgetExceeded
 from lian_build.remote import quoting
 
 if TYPE_CHECKING:
@@ -97,6 +97,14 @@ def read_private_key(path: Path) -> ClientKey:
     if not pkey.get_name().startswith(SUPPORTED_KEY_TYPES):
         raise _bad_key(path, f"key type {pkey.get_name()} is not supported (ed25519, ecdsa, rsa)")
     return ClientKey(path=path, public_openssh=f"{pkey.get_name()} {pkey.get_base64()}")
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs the traceback of a dropped or interrupted connection line by line
+    at ERROR; lian reports those failures itself in one line, so paramiko's own lines
+    show only with -vv (lian at DEBUG)."""
+    if not logging.getLogger("lian").isEnabledFor(logging.DEBUG):
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 def _host_key_name(host: str, port: int) -> str:
@@ -209,6 +217,8 @@ class SSHRemote:
     ) -> SSHRemote:
         """Wait (bounded) until the runner answers SSH with the pinned key, then log in."""
         import paramiko
+
+        _quiet_paramiko()
 
         pinned = _parse_public_key(runner.host_public_key)
         pkey = paramiko.PKey.from_path(key.path)
@@ -398,6 +408,9 @@ class SSHRemote:
             return got
 
         while True:
+            if self._cancelled:
+                _close_quietly(channel)
+                raise Cancelled("the build was cancelled")
             if drain():
                 continue
             finished = channel.exit_status_ready() and channel.eof_received
@@ -468,6 +481,11 @@ class SSHRemote:
         return self._sftp
 
     # ---- lifecycle
+
+    def request_cancel(self) -> None:
+        """Ask the command running now to stop at its next poll (within ~0.2 s). Only
+        sets a flag: safe from a signal handler that interrupted this very object."""
+        self._cancelled = True
 
     def close(self) -> None:
         if self._sftp is not None:

@@ -7,6 +7,7 @@ through is sent, and the remote directory ends up an exact mirror.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -17,7 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, cast
 
@@ -137,29 +138,28 @@ def _rsync(
     timeout: float | None,
 ) -> tuple[int, int]:
     remote.run(["mkdir", "-p", "--", remote_dir], timeout=60)
-    with tempfile.TemporaryDirectory(prefix="lian-rsync-") as private:
-        known_hosts = Path(private) / "known_hosts"
-        known_hosts.write_text(remote.known_hosts_line() + "\n")
-        # ssh refuses a key file others can read; a private 0600 copy always passes.
-        identity = Path(private) / "identity"
-        identity.touch(mode=0o600)
-        identity.write_bytes(remote.key.path.read_bytes())
-        # Only the pruned entries are listed: a handful of rules even for big contexts.
-        excludes = Path(private) / "excludes"
-        excludes.write_bytes(
-            b"".join(os.fsencode(_rsync_literal(rel)) + b"\0" for rel in scan.pruned)
+    # Only the pruned entries are listed: a handful of rules even for big contexts.
+    excludes = b"".join(os.fsencode(_rsync_literal(rel)) + b"\0" for rel in scan.pruned)
+    with contextlib.ExitStack() as stack:
+        # ssh refuses a key file others can read, so it gets a private 0600 copy: in
+        # memory (memfd), never on disk, gone with the last process holding it, even
+        # when lian is SIGKILLed.
+        identity = stack.enter_context(private_file("identity", remote.key.path.read_bytes()))
+        known_hosts = stack.enter_context(
+            private_file("known_hosts", (remote.known_hosts_line() + "\n").encode())
         )
         ssh_command = shlex.join(
             [
+                *die_with_parent(),
                 "ssh",
                 "-F",
                 "/dev/null",
                 "-i",
-                str(identity),
+                identity.path,
                 "-p",
                 str(remote.port),
                 "-o",
-                f"UserKnownHostsFile={known_hosts}",
+                f"UserKnownHostsFile={known_hosts.path}",
                 "-o",
                 "GlobalKnownHostsFile=/dev/null",
                 "-o",
@@ -176,6 +176,7 @@ def _rsync(
         )
         host = f"[{remote.host}]" if ":" in remote.host else remote.host
         argv = [
+            *die_with_parent(),
             "rsync",
             "-a",
             "--stats",
@@ -183,14 +184,20 @@ def _rsync(
             "--delete-excluded",  # files that became ignored disappear from the mirror
             "--secluded-args",  # paths travel in the protocol, not through a remote shell
             "--from0",
-            f"--exclude-from={excludes}",
+            "--exclude-from=-",  # on stdin: rsync opens no /dev/fd/N path (O_NOFOLLOW)
             "-e",
             ssh_command,
             f"{local}/",
             f"{remote.user}@{host}:{remote_dir.rstrip('/')}/",
         ]
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+            done = subprocess.run(
+                argv,
+                input=excludes,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise TimeBudgetExceeded(f"context sync ran past {timeout:g}s") from None
     output = done.stdout.decode("utf-8", "replace")
@@ -201,6 +208,83 @@ def _rsync(
             code="SYNC_FAILED",
         )
     return _stat(output, "Number of regular files transferred"), _stat(output, "Total bytes sent")
+
+
+@attrs.frozen
+class PrivateFile:
+    path: str  # what a child process opens
+    fd: int | None  # to pass to the child (memfd), None for a file in a private dir
+
+
+@contextlib.contextmanager
+def private_file(name: str, data: bytes) -> Iterator[PrivateFile]:
+    """``data`` as an anonymous 0600 memory file, opened through lian's own
+    ``/proc/PID/fd/N`` (so only this user reads it, and it dies with lian); where memfd
+    is missing, a file in a 0700 directory removed on exit (and swept by ``lian reap``
+    and the next build when lian was killed)."""
+    create = getattr(os, "memfd_create", None)
+    if create is not None and Path(f"/proc/{os.getpid()}/fd").is_dir():
+        fd = create(f"lian-{name}")  # close-on-exec: only pass_fds children see it
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            # Through lian's own /proc entry: rsync closes inherited descriptors before
+            # it starts ssh, so /dev/fd/N would not exist there.
+            yield PrivateFile(f"/proc/{os.getpid()}/fd/{fd}", fd)
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-") as private:
+        path = Path(private) / name
+        path.touch(mode=0o600)
+        path.write_bytes(data)
+        yield PrivateFile(str(path), None)
+
+
+PRIVATE_PREFIX = "lian-rsync-"
+STALE_UNNAMED_S = 24 * 3600
+
+
+def die_with_parent() -> list[str]:
+    """A prefix that makes the command die when lian dies (even by SIGKILL):
+    util-linux ``setpriv --pdeathsig``; nothing where it is not installed."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def sweep_private_dirs(tmp: Path | None = None) -> list[str]:
+    """Remove private directories left by lian processes that are gone (SIGKILL)."""
+    root = Path(tmp or tempfile.gettempdir())
+    removed: list[str] = []
+    try:
+        entries = list(root.glob(f"{PRIVATE_PREFIX}*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid_text = entry.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
+        try:
+            info = entry.lstat()
+            if pid_text.isdigit():
+                if _pid_alive(int(pid_text)):
+                    continue  # a running lian's directory
+            elif time.time() - info.st_mtime < STALE_UNNAMED_S:
+                continue  # an older lian's directory, named without its pid
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(str(entry))
+        except (OSError, KeyError):
+            continue
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _stat(output: str, label: str) -> int:

@@ -1,0 +1,96 @@
+"""The reliability matrix: interrupts, faults, hostile secrets and load against real
+runners. Slow: part of the e2e session (`pytest -m e2e tests/reliability`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.conftest import BUSYBOX, ssh_key  # noqa: F401  (the same key fixture)
+from e2e.helpers import E2E, lian
+from reliability.harness import PROVIDERS, Case, Markers, Provider
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/reliability/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def e2e(
+    oci_registry: Any,
+    runner_image: str,
+    ssh_key: Path,  # noqa: F811
+    docker_client: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> E2E:
+    """One busybox base image for the whole matrix, built through lian itself. Unlike a
+    sweep of every lian runner, cleanup is per case: the engine is shared."""
+    from fixtures.require import require
+
+    require(BUSYBOX.exists(), "/bin/busybox (Debian package busybox-static)")
+    ctx = tmp_path_factory.mktemp("base")
+    (ctx / "busybox").write_bytes(BUSYBOX.read_bytes())
+    (ctx / "busybox").chmod(0o755)
+    (ctx / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    base = f"{oci_registry.host}/base/busybox:1"
+    env = E2E(oci_registry, runner_image, ssh_key, base, docker_client)
+    workspace = "rel-base-" + uuid.uuid4().hex[:8]
+    run = lian(env.flags(workspace, ctx, base))
+    assert run.returncode == 0, run.stderr
+    assert not env.runners(workspace=workspace)
+    return env
+
+
+@pytest.fixture(params=PROVIDERS, ids=lambda p: p.name)
+def provider(request: pytest.FixtureRequest) -> Provider:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def new_case(
+    e2e: E2E,
+    provider: Provider,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Case]]:
+    """Make cases of this test; afterwards no runner of theirs may be left."""
+    made: list[Case] = []
+
+    def make(
+        registry_host: str | None = None,
+        extra: list[str] | None = None,
+        workspace: str | None = None,
+    ) -> Case:
+        tmp = tmp_path / f"case{len(made)}"
+        tmp.mkdir()
+        case = Case(
+            env=e2e,
+            provider=provider,
+            workspace=workspace or "rel-" + uuid.uuid4().hex[:10],
+            tmp=tmp,
+            markers=Markers.new(),
+            registry_host=registry_host or e2e.registry.host,
+            extra=list(extra or []),
+        )
+        made.append(case)
+        return case
+
+    yield make
+    for case in made:
+        if case.proc is not None and case.proc.poll() is None:
+            case.proc.kill()
+            case.proc.wait()
+    left = {case.workspace: case.runners_left() for case in made}
+    cleaned: set[str] = set()
+    for case in made:  # clean only what this test made, then fail
+        for runner_id in left[case.workspace]:
+            if runner_id not in cleaned:
+                cleaned.add(runner_id)
+                case.provider.remove(e2e, runner_id)
+    assert not any(left.values()), f"runners were left: {left}"

@@ -1,0 +1,485 @@
+"""The reliability matrix's machinery: hostile secrets, a registry that can be cut at
+a chosen request, builds driven to a phase, and the checks every case ends with.
+
+A compute provider is a parameter (``Provider``): docker-local now; a provider that can
+create real runners here joins the matrix by adding one entry to ``PROVIDERS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fixtures.ports import free_port
+
+# ----------------------------------------------------------------- secrets
+
+
+@attrs.frozen
+class Markers:
+    """A single-line and a multi-line (PEM-like) secret, unique to one test run."""
+
+    single: str
+    multi: str
+
+    @classmethod
+    def new(cls) -> Markers:
+        tag = uuid.uuid4().hex
+        lines = [f"LianMarkerLine{i}x{tag}" for i in range(4)]
+        multi = (
+            "-----BEGIN LIAN TEST KEY-----\n" + "\n".join(lines) + "\n-----END LIAN TEST KEY-----\n"
+        )
+        return cls(single=f"LianMarkerSingle{tag}", multi=multi)
+
+    def forms(self) -> list[str]:
+        """What must never appear anywhere: each value, each line of the multi-line
+        one, their JSON-escaped and base64 forms (whole and as `base64` wraps lines)."""
+        out = {self.single}
+        out.update(line for line in self.multi.splitlines() if "LianMarker" in line)
+        for value in (self.single, self.multi):
+            out.add(json.dumps(value)[1:-1])
+            encoded = base64.b64encode(value.encode()).decode()
+            out.add(encoded)
+            out.update(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+        return sorted(f for f in out if len(f) >= 12)
+
+    def leaks(self, blob: bytes | str) -> list[str]:
+        data = blob.encode("utf-8", "replace") if isinstance(blob, str) else blob
+        return [f for f in self.forms() if f.encode() in data]
+
+
+def leaks_in_tree(markers: Markers, root: Path) -> list[str]:
+    found: list[str] = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                found += [f"{path}: {m[:24]}" for m in markers.leaks(path.read_bytes())]
+        except OSError:
+            continue
+    return found
+
+
+# ----------------------------------------------------------------- a registry to cut
+
+
+class DockerApiHook:
+    """A proxy for the Docker engine's socket that calls ``before_remove(container_id)``
+    ahead of every container removal: a look at the runner's disk after the build,
+    just before it is destroyed, without a hook in lian."""
+
+    def __init__(self, upstream: str, socket_path: Path, before_remove: Callable[[str], None]):
+        self.upstream = upstream
+        self.socket_path = socket_path
+        self.before_remove = before_remove
+        self.removed: list[str] = []
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(socket_path))
+        self._listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        pair = {client: upstream, upstream: client}
+        try:
+            while True:
+                ready, _, _ = select.select(list(pair), [], [], 1)
+                for sock in ready:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    if sock is client and chunk.startswith(b"DELETE "):
+                        path = chunk.split(b" ", 2)[1].decode("latin-1").split("?")[0]
+                        if "/containers/" in path:
+                            container = path.rsplit("/", 1)[1]
+                            self.removed.append(container)
+                            self.before_remove(container)
+                    pair[sock].sendall(chunk)
+        except OSError:
+            return
+        finally:
+            for sock in pair:
+                sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class RegistryCut:
+    """A TCP proxy in front of a registry that can go down at a chosen request.
+
+    ``when(method, path)`` is called for every HTTP request that passes; when it returns
+    True the proxy closes every connection and its listener (connection refused from
+    then on). ``on_request`` sees every request too (to send a signal at the push, say).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.port = free_port()
+        self.requests: list[tuple[str, str]] = []
+        self.when: Callable[[str, str], bool] = lambda _m, _p: False
+        # (method, path, request head): may block to hold the request back
+        self.on_request: Callable[[str, str, str], None] = lambda _m, _p, _h: None
+        self.down = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        self.down.set()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while not self.down.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                return
+            upstream = socket.create_connection(self.upstream)
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _sniff(self, chunk: bytes) -> bool:
+        first = chunk.split(b"\r\n", 1)[0].decode("latin-1", "replace").split(" ")
+        if len(first) < 3 or not first[2].startswith("HTTP/"):
+            return False
+        method, path = first[0], first[1]
+        self.requests.append((method, path))
+        self.on_request(method, path, chunk.split(b"\r\n\r\n", 1)[0].decode("latin-1"))
+        return self.when(method, path)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        pair = {client: upstream, upstream: client}
+        try:
+            while not self.down.is_set():
+                ready, _, _ = select.select(list(pair), [], [], 0.5)
+                for sock in ready:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    if sock is client and self._sniff(chunk):
+                        self.cut()
+                        return
+                    pair[sock].sendall(chunk)
+        except OSError:
+            return
+        finally:
+            for sock in pair:
+                sock.close()
+
+
+class BlackHole:
+    """A TCP listener that accepts and never answers (a NATS server gone silent)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+# ----------------------------------------------------------------- providers
+
+
+@attrs.frozen
+class Provider:
+    """How the matrix drives one compute provider."""
+
+    name: str
+    flags: Callable[[Any], list[str]]  # extra `lian build` flags, given the E2E env
+    runners: Callable[[Any, str], list[str]]  # runner ids of a workspace
+    kill_runner: Callable[[Any, str], None]  # the machine dies (docker kill, power off)
+    kill_sshd: Callable[[Any, str], None]  # sshd dies inside a running machine
+    remove: Callable[[Any, str], None]  # test cleanup of what a failed case left
+    dead_engine: Callable[[Path], list[str]]  # flags naming an unreachable engine/API
+
+
+def _docker_runners(env: Any, workspace: str) -> list[str]:
+    return [c.id for c in env.runners(workspace=workspace)]
+
+
+def _docker_kill(env: Any, runner_id: str) -> None:
+    env.docker.containers.get(runner_id).kill()
+
+
+def _docker_kill_sshd(env: Any, runner_id: str) -> None:
+    env.docker.containers.get(runner_id).exec_run(["pkill", "-KILL", "sshd"])
+
+
+DOCKER_LOCAL = Provider(
+    name="docker-local",
+    flags=lambda env: ["--provider", "docker-local", "--runner-image", env.runner_image],
+    runners=_docker_runners,
+    kill_runner=_docker_kill,
+    kill_sshd=_docker_kill_sshd,
+    remove=lambda env, runner_id: env.docker.containers.get(runner_id).remove(force=True),
+    dead_engine=lambda tmp: ["--compute-opt", f"docker_host=unix://{tmp}/no-engine.sock"],
+)
+
+PROVIDERS = (DOCKER_LOCAL,)
+
+
+# ----------------------------------------------------------------- a build in the background
+
+
+# The RUN step prints every secret: raw, base64 (wrapped at 76 columns) and
+# JSON-escaped (a literal backslash-n per line, as a JSON log would carry it).
+APP_DOCKERFILE = r"""FROM {base}
+COPY hello.txt /hello.txt
+RUN --mount=type=secret,id=pem --mount=type=secret,id=tok \
+    cat /run/secrets/pem; cat /run/secrets/tok; echo; \
+    base64 /run/secrets/pem; base64 /run/secrets/tok; \
+    sed 's/$/\\n/' /run/secrets/pem | tr -d '\n'; echo; sleep {sleep}
+RUN head -c 2000000 /dev/urandom > /blob
+"""
+
+
+def app_context(tmp: Path, base: str, *, sleep: int = 2) -> Path:
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(APP_DOCKERFILE.format(base=base, sleep=sleep))
+    (ctx / "hello.txt").write_text("hello\n")
+    return ctx
+
+
+@attrs.define
+class Case:
+    """One `lian build` of the matrix, its outputs and what it left behind."""
+
+    env: Any
+    provider: Provider
+    workspace: str
+    tmp: Path
+    markers: Markers
+    registry_host: str
+    extra: list[str] = attrs.field(factory=list)
+    context: Path | None = None
+    proc: subprocess.Popen[str] | None = None
+    lines: list[str] = attrs.field(factory=list)
+    stdout: str = ""
+    returncode: int | None = None
+    shared_state: Path | None = None  # several builds writing one history
+    tag: str = "1"
+    _reader: threading.Thread | None = None
+    _seen: threading.Condition = attrs.field(factory=threading.Condition)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.shared_state or self.tmp / "state"
+
+    @property
+    def tmpdir(self) -> Path:
+        return self.tmp / "tmpdir"
+
+    @property
+    def image(self) -> str:
+        return f"{self.registry_host}/apps/{self.workspace}:{self.tag}"
+
+    def argv(self) -> list[str]:
+        assert self.context is not None
+        (self.tmp / "pem").write_text(self.markers.multi)
+        return [
+            "build",
+            "--workspace", self.workspace,
+            "--context", str(self.context),
+            "--image", self.image,
+            "--ssh-key", str(self.env.ssh_key),
+            *self.provider.flags(self.env),
+            "--registry", "zot",
+            "--registry-opt", f"url=http://{self.registry_host}",
+            "--builder", "buildah",
+            "--secret", f"pem=file:{self.tmp / 'pem'}",
+            "--secret", "tok=env:LIAN_REL_TOKEN",
+            *self.extra,
+        ]  # fmt: skip
+
+    def environ(self) -> dict[str, str]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.tmpdir.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LIAN_", "BUILDKIT_"))}
+        env.update(
+            LIAN_STATE_DIR=str(self.state_dir),
+            TMPDIR=str(self.tmpdir),
+            LIAN_REL_TOKEN=self.markers.single,
+        )
+        return env
+
+    def start(self, prefix: list[str] | None = None) -> Case:
+        if self.context is None:
+            self.context = app_context(self.tmp, self.env.base_image)
+        self.proc = subprocess.Popen(
+            [*(prefix or []), sys.executable, "-m", "lian_build.cli", *self.argv()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.environ(),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._seen:
+                self.lines.append(line)
+                self._seen.notify_all()
+        with self._seen:
+            self.lines.append("")  # end of stream
+            self._seen.notify_all()
+
+    def wait_for(self, marker: str, timeout: float = 300) -> bool:
+        """Block until a stderr line holds ``marker``; False when lian ended first."""
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while True:
+                if any(marker in line for line in self.lines):
+                    return True
+                if self.lines and self.lines[-1] == "":
+                    return False
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {marker!r} on stderr in {timeout}s:\n{self.stderr}"
+                self._seen.wait(left)
+
+    def phase(self, name: str, timeout: float = 300) -> bool:
+        return self.wait_for(f"] {name}:", timeout)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def finish(self, timeout: float = 300) -> Case:
+        assert self.proc is not None and self.proc.stdout is not None
+        self.stdout = self.proc.stdout.read()
+        self.returncode = self.proc.wait(timeout)
+        assert self._reader is not None
+        self._reader.join(timeout)
+        return self
+
+    def run(self) -> Case:
+        return self.start().finish()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one envelope, got {self.stdout!r}\n{self.stderr}"
+        return dict(json.loads(lines[0]))
+
+    @property
+    def code(self) -> str | None:
+        error = self.envelope.get("error")
+        return None if error is None else str(error["code"])
+
+    # ------------------------------------------------------------- what every case checks
+
+    def sweep(self) -> None:
+        """The design's own sweep: `lian reap` for this workspace, never --all."""
+        reap = subprocess.run(
+            [
+                sys.executable, "-m", "lian_build.cli", "reap",
+                "--provider", self.provider.name, "--workspace", self.workspace,
+            ],
+            capture_output=True, text=True, env=self.environ(), timeout=120, check=False,
+        )  # fmt: skip
+        assert reap.returncode == 0, reap.stderr
+
+    def runners_left(self) -> list[str]:
+        return self.provider.runners(self.env, self.workspace)
+
+    def leaked(self) -> list[str]:
+        found = [f"stdout: {m[:24]}" for m in self.markers.leaks(self.stdout)]
+        found += [f"stderr: {m[:24]}" for m in self.markers.leaks(self.stderr)]
+        found += leaks_in_tree(self.markers, self.state_dir)
+        found += leaks_in_tree(self.markers, self.tmpdir)
+        return found
+
+    def key_copies(self) -> list[str]:
+        """Files in $TMPDIR holding the client's private key."""
+        key = Path(self.env.ssh_key).read_bytes().strip()
+        return [str(p) for p in self.tmpdir.rglob("*") if p.is_file() and key in p.read_bytes()]
+
+    def orphans(self) -> list[str]:
+        """rsync/ssh processes still holding this case's context path."""
+        assert self.context is not None
+        for _ in range(40):
+            found = subprocess.run(
+                ["pgrep", "-af", str(self.context)], capture_output=True, text=True, check=False
+            ).stdout.split("\n")
+            found = [line for line in found if line.strip() and "pgrep" not in line]
+            if not found:
+                return []
+            time.sleep(0.25)
+        return found
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "history.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def all_cases(tmp: Path, count: int) -> Iterator[Path]:
+    for index in range(count):
+        path = tmp / f"case{index}"
+        path.mkdir()
+        yield path
