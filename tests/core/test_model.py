@@ -33,7 +33,7 @@ cache_policies = st.one_of(
     lambda policy: st.fixed_dictionaries(
         {
             **{key: st.just(value) for key, value in policy.items()},
-            "disposition": st.just(policy.get("disposition", "ephemeral")),
+            "disposition": st.just(policy.get("disposition", "keep")),
             "export": st.booleans(),
             "import": st.booleans(),
         }
@@ -105,13 +105,13 @@ def test_build_spec_round_trip(data: dict[str, Any]) -> None:
 def test_enums_structure_to_members_and_unstructure_to_strings() -> None:
     policy = model.structure({"mode": "session", "actor": {"id": "alice"}}, model.CachePolicy)
     assert policy.mode is model.BuildMode.SESSION
-    assert policy.disposition is model.SessionCacheDisposition.EPHEMERAL
+    assert policy.disposition is model.SessionCacheDisposition.KEEP  # the default
     out = model.unstructure(policy)
     assert type(out["mode"]) is str
     assert out == {
         "mode": "session",
         "actor": {"id": "alice"},
-        "disposition": "ephemeral",
+        "disposition": "keep",
         "export": True,
         "import": True,
     }

@@ -191,7 +191,7 @@ def test_source_with_contract_and_defaults() -> None:
     assert data == {
         "mode": "session",
         "actor": {"id": "bob"},
-        "disposition": "ephemeral",
+        "disposition": "keep",
         "export": True,
         "import": True,
     }

@@ -1,5 +1,6 @@
 """`lian runners` shows the runner of a killed build, and `lian reap --all` removes it,
-on each provider that runs here (docker-local, and proxmox through its imitation).
+on each provider that runs here (docker-local, and hcloud and proxmox through their
+imitations, whose servers and VMs are runner containers).
 
 Every `lian runners` / `lian reap` is scoped with --workspace: other builds share this
 Docker engine, and their runners are not ours to list or destroy.
@@ -22,6 +23,10 @@ from e2e.helpers import E2E, BackgroundBuild, LianRun, lian
 from e2e.pve import served_pve
 
 from fixtures.docker import remove_labelled_containers
+from fixtures.machines import MachinePool
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "hcloud"))
+from fake_hcloud import FakeHcloud
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +39,7 @@ class Target:
     live: Any  # () -> ids of the workspace's live runners, from the provider's side
 
 
-@pytest.fixture(params=["docker-local", "proxmox"])
+@pytest.fixture(params=["docker-local", "hcloud", "proxmox"])
 def target(
     request: pytest.FixtureRequest,
     e2e: E2E,
@@ -53,6 +58,23 @@ def target(
             )
         finally:
             remove_labelled_containers(docker_client, {"lian.workspace": workspace})
+        return
+    if request.param == "hcloud":
+        pool = MachinePool(docker_client)
+        fake = FakeHcloud(machines=pool).start()
+        monkeypatch.setenv("HCLOUD_TOKEN", fake.token)  # the killed build is our child
+        opts = ["--compute-opt", f"api_endpoint={fake.url}", "--compute-opt", "poll_interval=1"]
+        if pool.port != 22:
+            opts += ["--compute-opt", f"ssh_port={pool.port}"]
+        try:
+            yield Target(
+                "hcloud", opts, {"HCLOUD_TOKEN": fake.token}, lambda: set(map(str, fake.servers))
+            )
+            fake.settle()
+            assert fake.inventory()["servers"] == []
+        finally:
+            fake.stop()
+            pool.cleanup()
         return
     cert_dir = tmp_path / "pve"
     cert_dir.mkdir()
@@ -90,7 +112,7 @@ def test_runners_lists_a_killed_builds_runner_and_reap_all_removes_it(
     (ctx / "Dockerfile").write_text(f"FROM {e2e.base_image}\nRUN sleep 120\n")
     flags = e2e.flags(workspace, ctx, f"{e2e.registry.host}/apps/{workspace}:killed")
     flags[flags.index("--provider") + 1] = target.provider
-    if target.provider == "proxmox":
+    if target.provider in ("hcloud", "proxmox"):
         i = flags.index("--runner-image")
         del flags[i : i + 2]
     build = BackgroundBuild.start([*flags, *target.opts])

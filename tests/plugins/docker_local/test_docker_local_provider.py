@@ -53,7 +53,10 @@ def test_limits_labels_and_key_injection(make_provider, make_request, docker_cli
     assert host["CgroupnsMode"] == "host"
     assert {"SYS_ADMIN", "MKNOD", "SYS_CHROOT", "SETFCAP"} <= set(host["CapAdd"])
     assert not host["AutoRemove"] and not host["Privileged"]
-    assert attrs["Config"]["Labels"] == dict(request.labels) == dict(runner.labels)
+    # The container's labels: the request's, plus those the image carries (its recipe).
+    image_labels = docker_client.images.get(attrs["Config"]["Image"]).labels or {}
+    assert attrs["Config"]["Labels"] == {**image_labels, **request.labels}
+    assert dict(request.labels) == dict(runner.labels)
     # The private host key travels by archive only: not in env, argv or labels.
     private_body = request.host_key.private_openssh.splitlines()[1]
     assert private_body not in json.dumps(attrs)
@@ -193,7 +196,11 @@ def test_buildah_builds_inside_the_runner(make_provider, make_request, ssh_run):
         "set -e; mkdir -p /tmp/ctx && cp /bin/busybox /tmp/ctx/ && cd /tmp/ctx && "
         "printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n"
         'RUN ["/bin/busybox", "sh", "-c", "echo built > /marker"]\\n\' > Dockerfile && '
-        "buildah build --isolation chroot --storage-driver vfs -q -t lian-probe . >/dev/null && "
+        # buildah >= 1.29 raises RLIMIT_NOFILE/NPROC per RUN step unless given the
+        # container's own limits (the buildah builder passes them the same way).
+        "lim() { awk -v n=\"$1\" '$0 ~ n {print $(NF-2) \":\" $(NF-1)}' /proc/self/limits; } && "
+        "buildah build --isolation chroot --storage-driver vfs -q -t lian-probe "
+        "--ulimit nofile=$(lim 'open files') --ulimit nproc=$(lim 'processes') . >/dev/null && "
         "ctr=$(buildah --storage-driver vfs from lian-probe) && "
         "cat $(buildah --storage-driver vfs mount $ctr)/marker"
     )

@@ -52,6 +52,8 @@ def test_server_without_ssh_keys_refuses_root_commands(fake_hcloud, tmp_path):
     )
     assert created.root_password  # e-mailed, and expired
     created.action.wait_until_finished()
+    for action in created.next_actions:  # start_server: the server is locked until it ends
+        action.wait_until_finished()
     server = client.servers.get_by_id(created.server.id)
     runner = api.Runner(
         id=str(server.id),

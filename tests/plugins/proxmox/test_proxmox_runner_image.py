@@ -6,17 +6,17 @@ from __future__ import annotations
 from pve_machine import Pve
 
 
-def test_check_boots_a_clone_probes_it_and_warns_about_an_old_buildah(pve: Pve) -> None:
+def test_check_boots_a_clone_probes_it_and_judges_its_buildah(pve: Pve) -> None:
     result = pve.provider().check_runner_image()
     assert result["booted"] is True
     assert result["problems"] == []
     assert result["cloud_init_drives"] == ["ide2"]
     assert result["tools"]["sshd"] == "/usr/sbin/sshd"
     assert result["tools"]["rsync"] and result["tools"]["buildah"]
-    # lian-runner:debian is bookworm: buildah 1.28, which misses the cache after ARG.
-    assert result["tools"]["buildah_version"].startswith("1.28")
-    [warning] = result["warnings"]
-    assert "1.39" in warning
+    # A buildah older than 1.39 (bookworm's 1.28) misses the cache after ARG: a warning.
+    version = result["tools"]["buildah_version"]
+    old = tuple(int(part) for part in version.split(".")[:2]) < (1, 39)
+    assert [("1.39" in w) for w in result["warnings"]] == ([True] if old else [])
     assert len(pve.fake.calls("POST", r"/clone$")) == 1
 
 

@@ -182,6 +182,7 @@ class SSHRemote:
         self._client = client
         self._lock = threading.Lock()
         self._channels: set[paramiko.Channel] = set()
+        self._cancelled = False
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_missing = False
 
@@ -346,12 +347,16 @@ class SSHRemote:
         try:
             channel.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError):
+            if self._cancelled:
+                raise Cancelled("the build was cancelled") from None
             raise _connection_lost(self.runner) from None
 
     def _open_channel(self) -> paramiko.Channel:
         import paramiko
 
         with self._lock:
+            if self._cancelled:
+                raise Cancelled("the build was cancelled")
             transport = self._client.get_transport()
             if transport is None or not transport.is_active():
                 raise _connection_lost(self.runner)
@@ -429,6 +434,8 @@ class SSHRemote:
         err_lines.flush()
         # paramiko leaves -1 when the channel closed without an exit status.
         if channel.exit_status == -1:
+            if self._cancelled:
+                raise Cancelled("the build was cancelled")
             raise _connection_lost(self.runner)
         return channel.exit_status, bytes(out), bytes(err)
 
