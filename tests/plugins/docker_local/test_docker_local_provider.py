@@ -198,7 +198,7 @@ def test_buildah_builds_inside_the_runner(make_provider, make_request, ssh_run):
         'RUN ["/bin/busybox", "sh", "-c", "echo built > /marker"]\\n\' > Dockerfile && '
         # buildah >= 1.29 raises RLIMIT_NOFILE/NPROC per RUN step unless given the
         # container's own limits (the buildah builder passes them the same way).
-        "lim() { awk -v n=\"$1\" '$0 ~ n {print $(NF-2) \":\" $(NF-1)}' /proc/self/limits; } && "
+        'lim() { awk -v n="$1" \'$0 ~ n {print $(NF-2) ":" $(NF-1)}\' /proc/self/limits; } && '
         "buildah build --isolation chroot --storage-driver vfs -q -t lian-probe "
         "--ulimit nofile=$(lim 'open files') --ulimit nproc=$(lim 'processes') . >/dev/null && "
         "ctr=$(buildah --storage-driver vfs from lian-probe) && "
