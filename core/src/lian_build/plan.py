@@ -198,13 +198,7 @@ class Plan:
                 "insecure": self.registry.insecure,
                 **self.registry.plan(),
             },
-            size=model.RunnerSize(
-                cpu=size.cpu,
-                memory_gb=size.memory_gb,
-                time_budget_min=size.time_budget_min,
-                source=size.source,
-                reason=size.reason,
-            ),
+            size=model.RunnerSize(**attrs.asdict(size)),
             ladder=tuple(
                 model.PlanTier(name=t.name, cpu=t.cpu, memory_gb=t.memory_gb, disk_gb=t.disk_gb)
                 for t in self.ladder
