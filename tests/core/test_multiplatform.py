@@ -15,7 +15,7 @@ import pytest
 from fixtures.oci_content import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, push_blob
 from lian_build import api, multiplatform, oci
 from lian_build.errors import LianError
-from lian_build.intent import FlatArgs, from_flags
+from lian_build.intent import resolve
 from lian_build.plan import Plan, make_plan
 from lian_build.plugins import PluginHost
 from lian_build.secrets import SecretStore
@@ -50,21 +50,23 @@ class TwoArchProvider(api.ComputeProvider):
 def _plan(tmp_path: Path, platforms: str | None, **extra: Any) -> Plan:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     host = PluginHost.load()
-    classes = {
-        n: host.provider_class("registry", n, "registry.provider") for n in host.names("registry")
-    }
-    args = FlatArgs(
-        workspace="web",
-        context=str(tmp_path),
-        image=f"{REGISTRY}/team/app:1.0",
-        platforms=platforms,
-        provider="docker-local",
-        registry="zot",
-        registry_opts=[f"url=http://{REGISTRY}"],
+    values = {
+        "workspace": "web",
+        "context": str(tmp_path),
+        "image": f"{REGISTRY}/team/app:1.0",
+        "platforms": platforms,
+        "provider": "docker-local",
+        "registry": "zot",
+        "registry_opt": [f"url=http://{REGISTRY}"],
         **extra,
+    }
+    request = resolve(
+        values,
+        settings_class=host.settings_class,
+        registry_defaults=host.registry_defaults,
+        require_ssh_key=False,
     )
-    intent = from_flags(args, classes, require_ssh_key=False)
-    return make_plan(intent, host, SecretStore(host.secret_resolvers()), session_id="s0123abcd")
+    return make_plan(request, host, SecretStore(host.secret_resolvers()), session_id="s0123abcd")
 
 
 def _with(plan: Plan, compute: api.ComputeProvider) -> Plan:
@@ -141,7 +143,7 @@ def test_docker_local_runs_its_own_arch_natively_and_others_only_emulated(tmp_pa
     default = _plan(tmp_path, "linux/amd64,linux/arm64")
     assert default.compute.emulated_architectures() == ()  # opt-in
     (binfmt / "qemu-aarch64").unlink()
-    plan = _plan(tmp_path, "linux/amd64,linux/arm64", compute_opts=["emulated_runners=true"])
+    plan = _plan(tmp_path, "linux/amd64,linux/arm64", compute_opt=["emulated_runners=true"])
     assert plan.compute.architectures() == ("amd64",)
     assert plan.compute.emulated_architectures() == ()
     assert multiplatform.choose_strategy(plan).name == multiplatform.SINGLE_RUNNER

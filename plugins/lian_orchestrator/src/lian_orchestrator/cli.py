@@ -122,15 +122,6 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _opt_value(raw: str) -> Any:
-    if raw.lower() in {"true", "false"}:
-        return raw.lower() == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
-
-
 def serve(
     ctx: typer.Context,
     listen: Annotated[
@@ -227,10 +218,16 @@ def _configure(host_plugins: Any, secrets: Secrets, **opts: Any) -> tuple[Any, t
     tokens = {caller: secrets(ref) for caller, ref in refs.items()}
     if any(len(value) < 16 for value in tokens.values()):
         raise InvalidInput("every caller token must be at least 16 characters", field="token")
-    settings = {
-        k: _opt_value(v) for k, v in _key_values(opts["compute_opt"], "--compute-opt").items()
-    }
+    from lian_build.intent import provider_settings
+
     provider_name = opts["provider"]
+    # Typed by the provider's Settings fields and checked by the strict converter.
+    settings = provider_settings(
+        host_plugins.settings_class("compute", provider_name),
+        opts["compute_opt"],
+        "compute-opt",
+        "compute",
+    )
     # Settings are checked (and the ladder computed) now, not at the first build.
     host_plugins.compute_provider(provider_name, settings, secrets).tiers()
     if opts["reap_interval"] < 0 or opts["max_runner_minutes"] < 1:
