@@ -131,6 +131,8 @@ def test_runners_lists_a_killed_builds_runner_and_reap_all_removes_it(
     assert runner["session"] and runner["tier"]
     assert runner["expired"] is False and runner["age_s"] >= 0
     assert listed["unavailable"] == []
+    # Hetzner publishes prices; the others have none to tell.
+    assert (runner.get("hourly_price") is not None) == (target.provider == "hcloud")
 
     shown = lian_table(target, workspace)
     assert runner["id"][:14] in shown and workspace in shown

@@ -110,11 +110,12 @@ class RunnerState:
 
 @attrs.frozen
 class RunnerInfo:
-    """A runner found by label, for reaping."""
+    """A runner found by label, for reaping and ``lian runners``."""
 
     id: str
     labels: Mapping[str, str]
     created_at: dt.datetime | None = None
+    hourly_price: float | None = None  # net, where the provider knows prices
 
 
 class ComputeProvider(abc.ABC):

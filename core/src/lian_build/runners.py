@@ -27,7 +27,7 @@ def describe(provider: str, info: api.RunnerInfo, now: dt.datetime) -> dict[str,
     if raw is not None and raw.isdigit():
         expires_at = dt.datetime.fromtimestamp(int(raw), dt.UTC)
     created = info.created_at
-    price = getattr(info, "hourly_price", None)  # a provider that knows it sets it
+    price = info.hourly_price  # set by a provider that knows prices
     return {
         "id": info.id,
         "provider": provider,

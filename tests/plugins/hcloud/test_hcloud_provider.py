@@ -322,6 +322,18 @@ def test_list_runners_by_label_follows_pagination(fake_hcloud, provider):
     fake_hcloud.remove_all_servers()
 
 
+def test_listed_runners_carry_the_hourly_price_of_their_tier(fake_hcloud, provider):
+    fake_hcloud.add_server("lian-priced", {"lian.managed": "true", "lian.tier": "cx33"})
+    fake_hcloud.add_server("lian-untiered", {"lian.managed": "true"})
+
+    found = {r.labels.get("lian.tier"): r for r in provider.list_runners({"lian.managed": "true"})}
+
+    cx33 = provider.estimate_cost(api.Tier(name="cx33", cpu=4, memory_gb=8), 3600)
+    assert cx33 is not None and found["cx33"].hourly_price == cx33["hourly_net"] > 0
+    assert found[None].hourly_price is None  # no tier label: no price to tell
+    fake_hcloud.remove_all_servers()
+
+
 def test_inspect_reports_running_server(provider, make_request):
     runner = provider.spawn(make_request())
     assert provider.inspect(runner.id) == api.RunnerState(exists=True, running=True)

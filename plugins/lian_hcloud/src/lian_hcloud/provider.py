@@ -199,9 +199,22 @@ class HcloudProvider(api.ComputeProvider):
         with self._errors():
             servers = client.servers.get_all(label_selector=selector)
         return [
-            api.RunnerInfo(id=str(s.id), labels=dict(s.labels or {}), created_at=_utc(s.created))
+            api.RunnerInfo(
+                id=str(s.id),
+                labels=dict(s.labels or {}),
+                created_at=_utc(s.created),
+                hourly_price=self._hourly_price(dict(s.labels or {})),
+            )
             for s in servers
         ]
+
+    def _hourly_price(self, labels: Mapping[str, str]) -> float | None:
+        """The net hourly price of the runner's tier (its ``lian.tier`` label)."""
+        tier = labels.get("lian.tier")
+        if not tier:
+            return None
+        cost = self.estimate_cost(api.Tier(name=tier, cpu=0, memory_gb=0), 3600.0)
+        return float(cost["hourly_net"]) if cost and "hourly_net" in cost else None
 
     def inspect(self, runner_id: str) -> api.RunnerState:
         from hcloud import APIException
