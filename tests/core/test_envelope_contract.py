@@ -84,7 +84,7 @@ def test_a_successful_build_outcome_renders_a_valid_envelope() -> None:
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        (lambda e: e["result"].pop("sync"), "a build result without sync"),
+        (lambda e: e["result"].pop("cache"), "a build result without cache"),
         (lambda e: e["result"].update(peak_memory_bytes=None), "null for an absent value"),
         (lambda e: e.update(status="done"), "an unknown status"),
         (lambda e: e.update(lian="2"), "another envelope version"),
