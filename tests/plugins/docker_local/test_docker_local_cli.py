@@ -145,3 +145,10 @@ def test_check_flags_a_runner_image_made_by_another_recipe(cli, runner_image, do
     assert (
         "0123456789abcdef-bookworm" in problem and f"lian runner-image build --tag {tag}" in problem
     )
+
+
+def test_the_test_fixture_expects_the_label_the_recipe_makes() -> None:
+    from fixtures.docker import expected_recipe_label as fixture_label
+    from lian_docker_local.cli import expected_recipe_label
+
+    assert fixture_label() == expected_recipe_label()
