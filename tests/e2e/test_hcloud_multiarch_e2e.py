@@ -72,7 +72,9 @@ def arm64_ready(docker_client: Any) -> str:
     return ARM64_RUNNER_IMAGE
 
 
-def _args(command: str, env: E2E, cloud: FakeHcloud, workspace: str, ctx: Path, image: str):
+def _args(
+    command: str, env: E2E, cloud: FakeHcloud, workspace: str, ctx: Path, image: str
+) -> list[str]:
     flags = env.flags(workspace, ctx, image, "--platforms", PLATFORMS)
     flags[0] = command
     flags[flags.index("docker-local")] = "hcloud"
