@@ -241,3 +241,19 @@ def test_an_image_of_the_wrong_architecture_is_refused(oci_registry):
         multiplatform.index_entry(registry, f"{oci_registry.host}/{repo}:1-arm64", digest, target)
     assert caught.value.code == "PLATFORM_MISMATCH"
     assert caught.value.details["found"] == "linux/amd64"
+
+
+def test_the_build_cost_is_the_sum_of_the_platforms_only_when_each_is_known():
+    amd = {"platform": "linux/amd64", "runner_seconds": 30.0}
+    arm = {"platform": "linux/arm64", "runner_seconds": 45.5}
+    eur = {"currency": "EUR", "price_source": "api"}
+    priced = [
+        {**amd, "cost": {**eur, "amount_net": 0.0048}},
+        {**arm, "cost": {**eur, "amount_net": 0.0061}},
+    ]
+    total = multiplatform._total_usage(priced)
+    assert total["runner_seconds"] == 75.5
+    assert total["cost"]["amount_net"] == pytest.approx(0.0109)
+    assert total["cost"]["platforms"] == {"linux/amd64": 0.0048, "linux/arm64": 0.0061}
+    assert "cost" not in multiplatform._total_usage([priced[0], arm])  # one unpriced
+    assert multiplatform._total_usage([{"platform": "linux/amd64"}]) == {}

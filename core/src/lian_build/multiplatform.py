@@ -199,6 +199,14 @@ def plan_section(plan: Plan) -> dict[str, Any]:
                     },
                 }
             )
+            # Worst case, as the plan's own: the first tier for the whole time budget.
+            cost = (
+                sub.compute.estimate_cost(sub.attempts[0], sub.size.time_budget_min * 60)
+                if sub.attempts
+                else None
+            )
+            if cost:
+                entries[-1]["estimated_cost"] = cost
         section["platforms"] = entries
         section["index"] = {"media_type": oci.OCI_INDEX, "tags": list(plan.intent.tags)}
     return {"multiplatform": section}
@@ -303,8 +311,9 @@ class PlatformRun:
             "tiers_tried": [a.tier.name for a in attempts],
             "retries": max(0, len(attempts) - 1),
             "duration_s": round(self.finished - self.started, 3) if self.finished else None,
-            "cost": None,  # no provider reports prices yet
         }
+        # What this platform's runners cost, where its provider knows prices.
+        out.update(pipeline._runner_usage())
         if self.result is not None:
             out["digest"] = self.result.digest
             out["pushed"] = self.plan.intent.tags[0]
@@ -403,6 +412,7 @@ class MultiPlatformBuild:
             phases=dict(self.progress.phases),
             strategy=PER_PLATFORM,
             platforms=tuple(statuses),
+            **_total_usage(statuses),
         )
 
     def run(self) -> model.BuildOutcome:
@@ -553,6 +563,26 @@ class MultiPlatformBuild:
             ),
             duration_s=round(time.monotonic() - self.started, 3),
         )
+
+
+def _total_usage(statuses: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """runner_seconds over every platform; the cost too, when every platform has one."""
+    timed = [s for s in statuses if "runner_seconds" in s]
+    if not timed:
+        return {}
+    usage: dict[str, Any] = {
+        "runner_seconds": round(sum(float(s["runner_seconds"]) for s in timed), 3)
+    }
+    costs = [s.get("cost") for s in timed]
+    if all(costs) and len({c["currency"] for c in costs if c}) == 1:
+        first = costs[0] or {}
+        usage["cost"] = {
+            "currency": first["currency"],
+            "amount_net": round(sum(float(c["amount_net"]) for c in costs if c), 4),
+            "price_source": first["price_source"],
+            "platforms": {s["platform"]: s["cost"]["amount_net"] for s in timed},
+        }
+    return usage
 
 
 # --------------------------------------------------------------------------- the index

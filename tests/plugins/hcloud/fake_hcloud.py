@@ -34,6 +34,8 @@ _LABEL_VALUE = re.compile(rf"^({_LABEL_PART})?$")
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LOCATIONS = ("fsn1", "nbg1", "hel1")
 RUNNER_IMAGE = "lian-runner:debian"
+# arm (cax) servers are arm64 runners, emulated by QEMU on an amd64 host.
+ARM64_RUNNER_IMAGE = f"{RUNNER_IMAGE}-arm64"
 DEPRECATED_2025 = {"announced": "2025-10-16T00:00:00Z", "unavailable_after": "2025-12-31T00:00:00Z"}
 
 
@@ -185,6 +187,7 @@ class FakeHcloud:
         *,
         machines: MachinePool | None = None,
         system_images: dict[str, str] | None = None,
+        arm_runner_image: str = ARM64_RUNNER_IMAGE,
         readonly_token: str = "fake-readonly-token-0123",
     ) -> None:
         self.token = token
@@ -202,9 +205,13 @@ class FakeHcloud:
         self.requests: list[Recorded] = []
         self.user_data: dict[int, str] = {}  # not readable through the API, kept for asserts
         self.root_passwords: dict[int, str] = {}
-        # System images: name -> docker image per architecture the machines start from.
+        # server id -> (server type, docker image its machine started from), for asserts.
+        self.booted: dict[int, tuple[str, str]] = {}
+        # System images: name -> docker image the x86 machines start from; arm machines
+        # start from the arm64 runner image.
         runner = RUNNER_IMAGE
         self.system_images = system_images or {"ubuntu-24.04": runner, "debian-12": runner}
+        self.runner_images = {"x86": runner, "arm": arm_runner_image}
         self.server_types = {
             st["name"]: st
             for st in (
@@ -232,9 +239,9 @@ class FakeHcloud:
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
-        for name in self.system_images:
-            for arch in ("x86", "arm"):
-                self._add_image("system", name=name, architecture=arch, docker_image=runner)
+        for name, docker_image in self.system_images.items():
+            self._add_image("system", name=name, architecture="x86", docker_image=docker_image)
+            self._add_image("system", name=name, architecture="arm", docker_image=arm_runner_image)
 
     # ------------------------------------------------------------------ control
 
@@ -269,7 +276,7 @@ class FakeHcloud:
             image = self._add_image(
                 "snapshot",
                 architecture=architecture,
-                docker_image=RUNNER_IMAGE,
+                docker_image=self.runner_images[architecture],
                 description="made earlier",
                 labels=labels,
             )
@@ -279,7 +286,8 @@ class FakeHcloud:
     def remove_image(self, image_id: int) -> None:
         with self._lock:
             image = self.images.pop(image_id, None)
-            if image and self.machines is not None and image["docker_image"] != RUNNER_IMAGE:
+            base_images = {*self.runner_images.values(), *self.system_images.values()}
+            if image and self.machines is not None and image["docker_image"] not in base_images:
                 self.machines.remove_image(image["docker_image"])
 
     def inventory(self) -> dict[str, list[Any]]:
@@ -600,6 +608,7 @@ class FakeHcloud:
         )
         machine = self.machines.start(spec)
         self.machine_of[server["id"]] = machine
+        self.booted[server["id"]] = (server["server_type"]["name"], spec.image)
         server["public_net"]["ipv4"]["ip"] = machine.address
 
     def _new_server(

@@ -40,7 +40,7 @@ from lian_build.errors import InvalidInput, ProvisionError
 from lian_hcloud import prices
 from lian_hcloud.failures import provision_errors
 from lian_hcloud.labels import check_labels, label_selector, server_name
-from lian_hcloud.tiers import REPLACEMENTS, ladder
+from lian_hcloud.tiers import HETZNER_ARCHITECTURES, REPLACEMENTS, ladder, ladder_for
 
 if TYPE_CHECKING:
     from hcloud import Client
@@ -124,6 +124,13 @@ class HcloudProvider(api.ComputeProvider):
     def tiers(self) -> Sequence[api.Tier]:
         return ladder(self.settings.server_types)
 
+    def architectures(self) -> Sequence[str]:
+        # cx/cpx/ccx are x86, cax (Ampere) arm: each platform gets a native server.
+        return tuple(HETZNER_ARCHITECTURES)
+
+    def tiers_for(self, architecture: str) -> Sequence[api.Tier]:
+        return ladder_for(self.settings.server_types, architecture)
+
     def plan(self) -> dict[str, Any]:
         image = self.settings.image
         return {
@@ -152,6 +159,7 @@ class HcloudProvider(api.ComputeProvider):
         client = self._client()
         with self._errors():
             server_type = self._orderable_type(client, request.tier.name)
+            _check_architecture(request, server_type)
             image, image_label, baked = self._boot_image(client, request, server_type)
         user_data = cloudinit.user_data(
             authorized_key=request.authorized_key,
@@ -596,6 +604,19 @@ def _runner_snapshots(client: Client, architecture: str) -> list[Any]:
     )
     # Filtered here: hcloud-python (through 2.x) sends per_page as the status filter.
     return [image for image in found if image.status == "available"]
+
+
+def _check_architecture(request: api.SpawnRequest, server_type: BoundServerType) -> None:
+    """A platform's runner must be of that platform's architecture: an arm64 build on an
+    x86 server would be emulated (or fail) without anybody having asked for it."""
+    wanted = HETZNER_ARCHITECTURES.get(request.architecture or "")
+    actual = str(server_type.architecture or "x86")
+    if wanted is not None and wanted != actual:
+        raise InvalidInput(
+            f"server type {request.tier.name} is {actual}, the runner must be "
+            f"{request.architecture}; name a {wanted} type in server_types",
+            field="server_types",
+        )
 
 
 def _wait(*actions: BoundAction) -> None:

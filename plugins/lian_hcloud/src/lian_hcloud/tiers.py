@@ -6,6 +6,10 @@ from lian_build.api import Tier
 from lian_build.errors import InvalidInput
 
 DEFAULT_LADDER = ("cx23", "cx33", "cx43", "cx53")
+# Ampere (arm64) servers: the ladder of arm64 runners in multi-platform builds.
+ARM_LADDER = ("cax11", "cax21", "cax31", "cax41")
+# OCI architecture -> Hetzner's name for it (server types' and images' ``architecture``).
+HETZNER_ARCHITECTURES = {"amd64": "x86", "arm64": "arm"}
 
 # vCPU, GB RAM, GB disk.
 KNOWN_SHAPES: dict[str, tuple[int, float, int]] = {
@@ -38,6 +42,25 @@ def ladder(server_types: list[str] | None) -> list[Tier]:
     """Tiers smallest first. An entry is a known name or ``name:cpu:memory_gb[:disk_gb]``."""
     tiers = [_tier(entry) for entry in (server_types or DEFAULT_LADDER)]
     return sorted(tiers, key=lambda t: (t.cpu, t.memory_gb))
+
+
+def architecture_of(type_name: str) -> str:
+    """OCI architecture of a server type by its family: cax is arm64, the rest x86."""
+    return "arm64" if type_name.startswith("cax") else "amd64"
+
+
+def ladder_for(server_types: list[str] | None, architecture: str) -> list[Tier]:
+    """The configured ladder's types of one architecture; the default ladder of that
+    architecture when the configuration names none of them."""
+    if architecture not in HETZNER_ARCHITECTURES:
+        raise InvalidInput(
+            f"Hetzner has no {architecture} servers (it offers amd64 and arm64)",
+            field="platforms",
+        )
+    mine = [t for t in ladder(server_types) if architecture_of(t.name) == architecture]
+    if mine:
+        return mine
+    return ladder(list(ARM_LADDER if architecture == "arm64" else DEFAULT_LADDER))
 
 
 def _tier(entry: str) -> Tier:
