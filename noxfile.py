@@ -33,8 +33,9 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout", "hypothesis", "bcrypt", "nats-py[nke
 # Plugins whose declared lower bounds are tested (their SDKs change under them).
 LOWEST = ["hcloud", "proxmox"]
 # A plugin whose tests run `lian build`/`plan` also needs a registry plugin: the
-# orchestrator's CLI tests go through a build with the zot registry plugin.
-PLUGIN_TEST_PEERS = {"orchestrator": ["plugins/lian_zot"]}
+# orchestrator's CLI tests go through a build, hcloud's through `lian plan`, both with
+# the zot registry plugin.
+PLUGIN_TEST_PEERS = {"orchestrator": ["plugins/lian_zot"], "hcloud": ["plugins/lian_zot"]}
 
 
 @nox.session
@@ -84,7 +85,8 @@ def plugin(session: nox.Session, name: str) -> None:
 def plugin_lowest(session: nox.Session, name: str) -> None:
     """One plugin's tests with its third-party dependencies at their declared minimum."""
     pins = lowest_pins(PLUGINS[name])
-    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}", *pins)
+    peers = (f"./{path}" for path in PLUGIN_TEST_PEERS.get(name, []))
+    session.install(*TEST_DEPS, "./core", f"./{PLUGINS[name]}", *peers, *pins)
     session.run("pytest", f"tests/plugins/{name}", "-m", "not e2e", *session.posargs)
 
 
