@@ -14,10 +14,24 @@ from e2e.helpers import E2E, lian
 from reliability.harness import PROVIDERS, Case, Markers, Provider
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every case is e2e; a provider with a reduced set (the cloud imitations) keeps only
+    its cases, the others are deselected (not skipped: they are not part of its matrix)."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         if "tests/reliability/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            params = getattr(item, "callspec", None)
+            params = params.params if params is not None else {}
+            chosen = params.get("provider")
+            if isinstance(chosen, Provider) and not chosen.runs(item.originalname, params):
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +63,14 @@ def e2e(
 
 
 @pytest.fixture(params=PROVIDERS, ids=lambda p: p.name)
-def provider(request: pytest.FixtureRequest) -> Provider:
-    return request.param  # type: ignore[no-any-return]
+def provider(request: pytest.FixtureRequest, e2e: E2E, tmp_path: Path) -> Iterator[Provider]:
+    """The provider, bound to an imitation served for this test when it is a cloud's."""
+    chosen: Provider = request.param
+    if chosen.serve is None:
+        yield chosen
+        return
+    with chosen.serve(e2e, tmp_path) as bound:
+        yield bound
 
 
 @pytest.fixture

@@ -12,13 +12,16 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -236,17 +239,44 @@ class BlackHole:
 # ----------------------------------------------------------------- providers
 
 
+# A case of the matrix: a test function's name and the parameters it must have.
+CaseSpec = tuple[str, Mapping[str, Any]]
+
+
 @attrs.frozen
 class Provider:
-    """How the matrix drives one compute provider."""
+    """How the matrix drives one compute provider.
+
+    A provider behind an imitated cloud API has ``serve``: it serves the imitation for
+    one test and yields a Provider bound to it (flags, environment and inventory of
+    that imitation). ``cases`` limits a provider to a reduced set of the matrix (None:
+    every case).
+    """
 
     name: str
     flags: Callable[[Any], list[str]]  # extra `lian build` flags, given the E2E env
-    runners: Callable[[Any, str], list[str]]  # runner ids of a workspace
+    runners: Callable[[Any, str], list[str]]  # what a workspace still has on the provider
     kill_runner: Callable[[Any, str], None]  # the machine dies (docker kill, power off)
     kill_sshd: Callable[[Any, str], None]  # sshd dies inside a running machine
     remove: Callable[[Any, str], None]  # test cleanup of what a failed case left
     dead_engine: Callable[[Path], list[str]]  # flags naming an unreachable engine/API
+    # Runs a build with ``look(container_id)`` called before each runner container is
+    # removed; yields the extra `lian build` flags that route removals through it.
+    watch_removal: Callable[[Any, Path, Callable[[str], None]], AbstractContextManager[list[str]]]
+    # What else a workspace's runners leave on the provider (key objects, machines).
+    residue: Callable[[Any, str], list[str]] = lambda _env, _workspace: []
+    environ: Mapping[str, str] = attrs.field(factory=dict)  # for lian (API tokens)
+    compute_opts: tuple[str, ...] = ()  # flags every lian command needs (reap too)
+    cases: tuple[CaseSpec, ...] | None = None
+    serve: Callable[[Any, Path], AbstractContextManager[Provider]] | None = None
+
+    def runs(self, function: str, params: Mapping[str, Any]) -> bool:
+        if self.cases is None:
+            return True
+        return any(
+            name == function and all(params.get(k) == v for k, v in want.items())
+            for name, want in self.cases
+        )
 
 
 def _docker_runners(env: Any, workspace: str) -> list[str]:
@@ -261,6 +291,16 @@ def _docker_kill_sshd(env: Any, runner_id: str) -> None:
     env.docker.containers.get(runner_id).exec_run(["pkill", "-KILL", "sshd"])
 
 
+@contextlib.contextmanager
+def _docker_watch_removal(env: Any, tmp: Path, look: Callable[[str], None]) -> Iterator[list[str]]:
+    engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    hook = DockerApiHook(engine, tmp / "docker.sock", look)
+    try:
+        yield ["--compute-opt", f"docker_host={hook.url}"]
+    finally:
+        hook.close()
+
+
 DOCKER_LOCAL = Provider(
     name="docker-local",
     flags=lambda env: ["--provider", "docker-local", "--runner-image", env.runner_image],
@@ -269,9 +309,155 @@ DOCKER_LOCAL = Provider(
     kill_sshd=_docker_kill_sshd,
     remove=lambda env, runner_id: env.docker.containers.get(runner_id).remove(force=True),
     dead_engine=lambda tmp: ["--compute-opt", f"docker_host=unix://{tmp}/no-engine.sock"],
+    watch_removal=_docker_watch_removal,
 )
 
-PROVIDERS = (DOCKER_LOCAL,)
+
+# The cloud imitations run a reduced set (CI time): an interrupt and a kill while the
+# build runs, the machine killed mid-build, and the secrets case.
+CLOUD_CASES: tuple[CaseSpec, ...] = (
+    ("test_signal_at_phase", {"phase": "build", "signum": signal.SIGINT}),
+    ("test_signal_at_phase", {"phase": "build", "signum": signal.SIGKILL}),
+    ("test_a_lost_runner_is_not_out_of_memory", {"fault": "runner-killed"}),
+    ("test_no_secret_anywhere", {}),
+)
+
+
+def _kill_container(env: Any, container_id: str | None) -> None:
+    assert container_id is not None, "no machine behind this runner"
+    env.docker.containers.get(container_id).kill()
+
+
+def _kill_sshd_in(env: Any, container_id: str | None) -> None:
+    assert container_id is not None, "no machine behind this runner"
+    env.docker.containers.get(container_id).exec_run(["pkill", "-KILL", "sshd"])
+
+
+@contextlib.contextmanager
+def _watch_pool(pool: Any, look: Callable[[str], None]) -> Iterator[list[str]]:
+    """The imitation removes a machine's container when its server/VM is deleted: look
+    at it just before."""
+    remove = pool.remove
+
+    def watched(machine: Any) -> None:
+        look(machine.container_id)
+        remove(machine)
+
+    pool.remove = watched
+    try:
+        yield []
+    finally:
+        pool.remove = remove
+
+
+def _pool_left(pool: Any) -> list[str]:
+    return [f"container {c.name}" for c in pool.running()]
+
+
+def _unavailable_api(name: str) -> Callable[[Path], list[str]]:
+    def flags(_tmp: Path) -> list[str]:
+        raise AssertionError(f"not in the reduced matrix of {name}")
+
+    return flags
+
+
+@contextlib.contextmanager
+def _serve_hcloud(env: Any, _tmp: Path) -> Iterator[Provider]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "hcloud"))
+    from fake_hcloud import FakeHcloud
+
+    from fixtures.machines import MachinePool
+
+    pool = MachinePool(env.docker)
+    fake = FakeHcloud(machines=pool).start()
+    opts = ["--compute-opt", f"api_endpoint={fake.url}", "--compute-opt", "poll_interval=1"]
+    if pool.port != 22:
+        opts += ["--compute-opt", f"ssh_port={pool.port}"]
+
+    def left(_env: Any, _workspace: str) -> list[str]:
+        fake.settle()  # a delete lian started completes anyway
+        # One imitation per test: every server, key object and container is ours.
+        return [f"server {i}" for i in fake.inventory()["servers"]]
+
+    def residue(_env: Any, _workspace: str) -> list[str]:
+        keys = [f"ssh-key {name}" for name in fake.inventory()["ssh_keys"]]
+        return keys + _pool_left(pool)
+
+    def machine(server_id: str) -> str | None:
+        found = fake.machine_of.get(int(server_id.removeprefix("server ")))
+        return None if found is None else found.container_id
+
+    try:
+        yield attrs.evolve(
+            HCLOUD,
+            flags=lambda _env: ["--provider", "hcloud", *opts],
+            runners=left,
+            residue=residue,
+            kill_runner=lambda e, r: _kill_container(e, machine(r)),
+            kill_sshd=lambda e, r: _kill_sshd_in(e, machine(r)),
+            watch_removal=lambda _e, _t, look: _watch_pool(pool, look),
+            environ={"HCLOUD_TOKEN": fake.token},
+            compute_opts=tuple(opts),
+            serve=None,
+        )
+    finally:
+        fake.stop()
+        pool.cleanup()
+
+
+@contextlib.contextmanager
+def _serve_proxmox(env: Any, tmp: Path) -> Iterator[Provider]:
+    from e2e.pve import served_pve
+
+    cert_dir = tmp / "pve"
+    cert_dir.mkdir()
+    with served_pve(env.docker, env.runner_image, cert_dir) as pve:
+        opts = pve.compute_opts()
+
+        def left(_env: Any, _workspace: str) -> list[str]:
+            # One imitation per test: every VM lian made and every container is ours.
+            return [f"vm {i}" for i in pve.fake.leftovers()]
+
+        def machine(vm_ref: str) -> str | None:
+            vm = pve.fake.guests().get(int(vm_ref.removeprefix("vm ")))
+            return None if vm is None or vm.machine is None else vm.machine.container_id
+
+        yield attrs.evolve(
+            PROXMOX,
+            flags=lambda _env: ["--provider", "proxmox", *opts],
+            runners=left,
+            residue=lambda _e, _w: _pool_left(pve.pool),
+            kill_runner=lambda e, r: _kill_container(e, machine(r)),
+            kill_sshd=lambda e, r: _kill_sshd_in(e, machine(r)),
+            watch_removal=lambda _e, _t, look: _watch_pool(pve.pool, look),
+            environ=dict(pve.env),
+            compute_opts=tuple(opts),
+            serve=None,
+        )
+
+
+def _unbound(_env: Any, *_args: Any) -> Any:
+    raise AssertionError("a cloud provider is used through its served imitation")
+
+
+HCLOUD = Provider(
+    name="hcloud",
+    flags=_unbound,
+    runners=_unbound,
+    kill_runner=_unbound,
+    kill_sshd=_unbound,
+    remove=lambda _env, _id: None,  # the imitation's teardown removes everything
+    dead_engine=_unavailable_api("hcloud"),
+    watch_removal=_unbound,
+    cases=CLOUD_CASES,
+    serve=_serve_hcloud,
+)
+
+PROXMOX = attrs.evolve(
+    HCLOUD, name="proxmox", dead_engine=_unavailable_api("proxmox"), serve=_serve_proxmox
+)
+
+PROVIDERS = (DOCKER_LOCAL, HCLOUD, PROXMOX)
 
 
 # ----------------------------------------------------------------- a build in the background
@@ -357,6 +543,7 @@ class Case:
             TMPDIR=str(self.tmpdir),
             LIAN_REL_TOKEN=self.markers.single,
         )
+        env.update(self.provider.environ)
         return env
 
     def start(self, prefix: list[str] | None = None) -> Case:
@@ -438,12 +625,17 @@ class Case:
             [
                 sys.executable, "-m", "lian_build.cli", "reap",
                 "--provider", self.provider.name, "--workspace", self.workspace,
+                *self.provider.compute_opts,
             ],
             capture_output=True, text=True, env=self.environ(), timeout=120, check=False,
         )  # fmt: skip
         assert reap.returncode == 0, reap.stderr
 
     def runners_left(self) -> list[str]:
+        """The workspace's runners, and whatever else they left on the provider."""
+        return self.runners() + self.provider.residue(self.env, self.workspace)
+
+    def runners(self) -> list[str]:
         return self.provider.runners(self.env, self.workspace)
 
     def leaked(self) -> list[str]:
@@ -472,10 +664,13 @@ class Case:
         return found
 
     def history(self) -> list[dict[str, Any]]:
-        path = self.state_dir / "history.jsonl"
+        """The records of the state directory's history store (SQLite, oldest first)."""
+        path = self.state_dir / "history.sqlite3"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+            rows = conn.execute("SELECT record FROM builds ORDER BY id").fetchall()
+        return [json.loads(row[0]) for row in rows]
 
 
 def all_cases(tmp: Path, count: int) -> Iterator[Path]:

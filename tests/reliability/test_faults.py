@@ -76,7 +76,7 @@ def test_a_lost_runner_is_not_out_of_memory(new_case: Any, e2e: Any, fault: str)
     case.start()
     assert case.wait_for("STEP 3/4"), case.stderr  # the RUN step that sleeps
     time.sleep(2)
-    (runner,) = case.runners_left()
+    (runner,) = case.runners()
     if fault == "sshd-killed":
         case.provider.kill_sshd(e2e, runner)
     else:

@@ -2,17 +2,16 @@
 base64-encoded (wrapped) and JSON-escaped, must appear nowhere: stdout, stderr, the
 NATS events (a real subscriber), the state directory, $TMPDIR, the pushed image and
 cache layers (every blob pulled back from the registry), and the runner's disk after
-lian's cleanup, looked at just before the runner is destroyed."""
+lian's cleanup, looked at just before the runner (its container) is removed."""
 
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability.harness import Case, DockerApiHook
+from reliability.harness import Case
 
 ACCEPT = ", ".join(
     [
@@ -62,13 +61,9 @@ def test_no_secret_anywhere(
         found = e2e.docker.containers.get(container).exec_run([*grep, "/"])
         on_disk[container] = found.output.decode().split()
 
-    engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
-    hook = DockerApiHook(engine, tmp_path / "docker.sock", look)
-    try:
-        case.extra += ["--nats-url", nats_server.url, "--compute-opt", f"docker_host={hook.url}"]
+    with case.provider.watch_removal(e2e, tmp_path, look) as flags:
+        case.extra += ["--nats-url", nats_server.url, *flags]
         case.run()
-    finally:
-        hook.close()
     assert case.returncode == 0, case.stderr
     assert "***" in case.stderr  # the RUN step did print them, scrubbed
     assert case.leaked() == []  # stdout, stderr, state dir, $TMPDIR
