@@ -57,6 +57,8 @@ MANAGED_LABEL = "lian.managed"
 EXPIRES_LABEL = "lian.expires-at"
 RUNNER_IMAGE_LABEL = "lian.runner-image"  # on snapshots; the value names the builder
 FALLBACK_IMAGE = "ubuntu-24.04"
+# A key object shared with a concurrent build may vanish before our create: retries.
+KEY_RACE_ATTEMPTS = 3
 SNAPSHOT_CLEANUP = (
     "cloud-init clean --logs; rm -f /etc/ssh/ssh_host_* /root/.ssh/authorized_keys; "
     "apt-get clean; sync"
@@ -167,8 +169,9 @@ class HcloudProvider(api.ComputeProvider):
             user=self.settings.ssh_user,
             packages=[] if baked else self.settings.packages,
         )
-        with self._errors(), self._session_key(client, name, request.authorized_key, labels) as key:
-            created = self._create(client, name, server_type, image, key, labels, user_data)
+        created = self._create_with_session_key(
+            client, name, request.authorized_key, server_type, image, labels, user_data
+        )
         server: BoundServer = created.server
         server_id = int(server.id or 0)
         try:
@@ -438,6 +441,32 @@ class HcloudProvider(api.ComputeProvider):
             return Image(id=newest.id), f"{newest.id} ({newest.description})", True
         return Image(name=FALLBACK_IMAGE), FALLBACK_IMAGE, False
 
+    def _create_with_session_key(
+        self,
+        client: Client,
+        name: str,
+        public_key: str,
+        server_type: BoundServerType,
+        image: Image,
+        labels: dict[str, str],
+        user_data: str,
+    ) -> CreateServerResponse:
+        """Create the server with the session's key object. A key object shared with a
+        concurrent build of the same key (the API allows one object per fingerprint) may
+        be deleted by its owner between our lookup and our create: then the create names
+        a missing key, and we try again with a key object of our own (bounded)."""
+        from hcloud import APIException
+
+        for attempt in range(KEY_RACE_ATTEMPTS):
+            with self._errors(), self._session_key(client, name, public_key, labels) as key:
+                try:
+                    return self._create(client, name, server_type, image, key, labels, user_data)
+                except APIException as exc:
+                    if not _names_missing_ssh_key(exc) or attempt + 1 == KEY_RACE_ATTEMPTS:
+                        raise
+                    log.info("ssh key object %s vanished before create; retrying", key.id)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
     @contextlib.contextmanager
     def _session_key(
         self, client: Client, name: str, public_key: str, labels: Mapping[str, str]
@@ -604,6 +633,13 @@ def _runner_snapshots(client: Client, architecture: str) -> list[Any]:
     )
     # Filtered here: hcloud-python (through 2.x) sends per_page as the status filter.
     return [image for image in found if image.status == "available"]
+
+
+def _names_missing_ssh_key(exc: Exception) -> bool:
+    """The create refused a key object that no longer exists."""
+    code = getattr(exc, "code", None)
+    text = f"{getattr(exc, 'message', '')} {getattr(exc, 'details', '')}".lower()
+    return code in ("invalid_input", "not_found") and "ssh" in text and "key" in text
 
 
 def _check_architecture(request: api.SpawnRequest, server_type: BoundServerType) -> None:
