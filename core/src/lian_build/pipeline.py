@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -131,27 +133,51 @@ def runner_credentials(
     paths: RemotePaths,
     auth: api.RegistryAuth | None,
     build_secrets: Mapping[str, str],
+    *,
+    guard: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> Iterator[str]:
     """Put the registry credentials (a DOCKER_CONFIG dir, yielded) and the build secrets
     on the runner for the build step only: both are removed when it ends, success or
-    failure, so a long-lived host keeps nothing (the context goes at teardown)."""
-    from lian_build.remote.dockerconfig import install_docker_config, remove_docker_config
+    failure, so a long-lived host keeps nothing (the context goes at teardown).
+
+    ``guard`` wraps each SSH exchange (the pipeline defers signals there). After an
+    interrupt the connection is not used again: a signal may have left it mid-message,
+    and the teardown destroys the runner anyway."""
+    from lian_build.remote.dockerconfig import install_docker_config
 
     docker_config: str | None = None
+    interrupted = False
     try:
-        docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
-        for sid, value in build_secrets.items():
-            remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
+        with guard():
+            docker_config = install_docker_config(remote, [auth] if auth else [], paths.work_dir)
+            for sid, value in build_secrets.items():
+                remote.write_file(f"{paths.secrets_dir}/{sid}", value.encode(), mode=0o600)
         yield docker_config
+    except (KeyboardInterrupt, Cancelled, TimeBudgetExceeded):
+        interrupted = True
+        raise
     finally:
-        try:
+        if not interrupted:
+            _remove_credentials(remote, paths, docker_config, guard)
+
+
+def _remove_credentials(
+    remote: api.Remote,
+    paths: RemotePaths,
+    docker_config: str | None,
+    guard: Callable[[], AbstractContextManager[None]],
+) -> None:
+    from lian_build.remote.dockerconfig import remove_docker_config
+
+    try:
+        with guard():
             removed = remote.run(["rm", "-rf", "--", paths.secrets_dir], timeout=30)
             if removed.exit_code != 0:
                 log.warning("removing secrets from the runner failed: %s", removed.stderr.strip())
             if docker_config is not None:
                 remove_docker_config(remote, docker_config)
-        except Exception as exc:  # teardown removes the whole work dir next anyway
-            log.warning("removing credentials from the runner failed: %s", exc)
+    except Exception as exc:  # teardown removes the whole work dir next anyway
+        log.warning("removing credentials from the runner failed: %s", exc)
 
 
 def read_cgroup(remote: api.Remote) -> CgroupReading:
@@ -593,7 +619,8 @@ class BuildPipeline:
                 dockerfile=plan.intent.dockerfile,
             )
         attempt.sync = attrs.asdict(stats)
-        with runner_credentials(remote, paths, auth, build_secrets) as docker_config:
+        guard = functools.partial(self.lifecycle.deferred, remote.request_cancel)
+        with runner_credentials(remote, paths, auth, build_secrets, guard=guard) as docker_config:
             builder = select_builder(plan.intent.builder, plan.builders, remote)
             job = plan.job(docker_config_dir=docker_config)
             attempt.before = read_cgroup(remote)
