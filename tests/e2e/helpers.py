@@ -36,7 +36,9 @@ def lian(args: list[str], *, env: dict[str, str] | None = None, timeout: float =
         f"expected exactly one envelope line on stdout, got {proc.stdout!r}\n{proc.stderr}"
     )
     envelope = json.loads(lines[0])
-    RECORDED.append(envelope)  # checked against the contract at the end of the session
+    # As printed (a test may change its own copy); checked against the contract at the
+    # end of the session.
+    RECORDED.append(json.loads(lines[0]))
     return LianRun(proc.returncode, envelope, proc.stderr, proc.stdout)
 
 
