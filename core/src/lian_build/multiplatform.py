@@ -34,7 +34,7 @@ from lian_build import api, cache, model, oci, oom
 from lian_build.errors import BuildFailed, Cancelled, LianError, RegistryError
 from lian_build.events import EventBus
 from lian_build.lifecycle import Lifecycle
-from lian_build.pipeline import BuildPipeline, run_build
+from lian_build.pipeline import BuildPipeline, event_settings, run_build
 from lian_build.plan import Plan, RemotePaths
 from lian_build.plugins import PluginHost
 from lian_build.progress import Progress
@@ -348,7 +348,7 @@ class MultiPlatformBuild:
         self.started = time.monotonic()
         self.cancel = threading.Event()
         self.events = EventBus(
-            host.event_sinks(_event_settings(plan, store)),
+            host.event_sinks(event_settings(plan, store)),
             workspace=plan.intent.workspace,
             session_id=plan.session_id,
             redact=store.redact,
@@ -625,13 +625,6 @@ def verify_index(registry: api.RegistryProvider, tags: Sequence[str], body: byte
                 details={"pushed": digest, "registry": found},
             )
     return digest
-
-
-def _event_settings(plan: Plan, store: SecretStore) -> api.EventSettings:
-    events = plan.intent.events
-    if events.nkey_seed is None and plan.intent.nkey_seed_ref:
-        return attrs.evolve(events, nkey_seed=store(plan.intent.nkey_seed_ref))
-    return events
 
 
 def run_any(

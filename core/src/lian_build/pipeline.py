@@ -180,6 +180,14 @@ def _remove_credentials(
         log.warning("removing credentials from the runner failed: %s", exc)
 
 
+def event_settings(plan: Plan, store: SecretStore) -> api.EventSettings:
+    """The plan's event settings, with the NATS seed resolved from its reference."""
+    events = plan.intent.events
+    if events.nkey_seed is None and plan.intent.nkey_seed_ref:
+        return attrs.evolve(events, nkey_seed=store(plan.intent.nkey_seed_ref))
+    return events
+
+
 def read_cgroup(remote: api.Remote) -> CgroupReading:
     try:
         result = remote.run(["sh", "-c", _CGROUP_SCRIPT], timeout=30)
@@ -228,19 +236,13 @@ class BuildPipeline:
         self.ssh_wait_s = ssh_wait_s
         # A multi-platform build passes one bus shared by its per-platform pipelines.
         self.events = events or EventBus(
-            host.event_sinks(self._event_settings()),
+            host.event_sinks(event_settings(plan, store)),
             workspace=plan.intent.workspace,
             session_id=plan.session_id,
             redact=store.redact,
         )
         self.attempts: list[AttemptResult] = []
         self.started = time.monotonic()
-
-    def _event_settings(self) -> api.EventSettings:
-        events = self.plan.intent.events
-        if events.nkey_seed is None and self.plan.intent.nkey_seed_ref:
-            return attrs.evolve(events, nkey_seed=self.store(self.plan.intent.nkey_seed_ref))
-        return events
 
     # ------------------------------------------------------------------ public
 
