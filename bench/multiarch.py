@@ -2,16 +2,18 @@
 
 - parallel: ``lian build --platforms linux/amd64,linux/arm64``: one runner per platform
   at the same time (a native amd64 runner and an arm64 runner under QEMU), then the index;
-- sequential: the same two single-platform builds one after the other
-  (``--platforms linux/amd64``, then ``--platforms linux/arm64``);
+- sequential: the same two single-platform builds one after the other, each on a runner
+  of its own architecture (``--platforms linux/amd64``, then ``--platforms linux/arm64``,
+  which gets the emulated arm64 runner);
 - one-runner: the docker-local default (``emulated_runners=false``): one amd64 runner
-  builds both platforms (what lian did before per-platform runners).
+  builds both platforms, emulating only the arm64 RUN step's processes.
 
-The parallel and sequential variants set ``emulated_runners=true``. The Dockerfile has no
-RUN step (buildah cannot run one in an emulated runner under Debian 12's QEMU 7.2): it
-copies a per-architecture static busybox and a payload of ``--payload-mb`` MB that
-changes every run, so every run builds, compresses and pushes for real. Runs alternate
-the order of the variants. Target: parallel <= 1.1 x the slower single-platform build.
+The parallel and sequential variants set ``emulated_runners=true``; ``arm64_on_amd64``
+times the arm64 build alone on an amd64 runner, for comparison. The Dockerfile copies a
+per-architecture static busybox and a payload of ``--payload-mb`` MB that changes every
+run (so every run builds, compresses and pushes for real), then a RUN step checksums the
+payload. Runs alternate the order of the variants. Target: parallel <= 1.1 x the slower
+single-platform build, each single-platform build on a runner of its own architecture.
 
 Needs: QEMU binfmt_misc for aarch64, lian-runner:debian and lian-runner:debian-arm64, an
 arm64 static busybox (BENCH_BUSYBOX_ARM64, default /usr/local/lib/lian/busybox-arm64).
@@ -49,6 +51,7 @@ def _context(root: Path) -> Path:
     (ctx / "Dockerfile").write_text(
         "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n"
         "COPY payload /payload\n"
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox sha256sum /payload > /payload.sha256"]\n'
     )
     return ctx
 
@@ -94,6 +97,7 @@ def main() -> None:
 
     samples: dict[str, list[float]] = {
         "parallel": [], "sequential": [], "one_runner": [], "amd64": [], "arm64": [],
+        "arm64_on_amd64": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-multiarch-") as tmp:
         root = Path(tmp)
@@ -111,7 +115,9 @@ def main() -> None:
             def sequential(ws: str) -> None:
                 _new_payload(ctx, args.payload_mb)
                 amd = _lian(registry, key, ctx, ws + "-a", "linux/amd64", *emulated)["wall_s"]
-                arm = _lian(registry, key, ctx, ws + "-b", "linux/arm64", *emulated)["wall_s"]
+                arm_result = _lian(registry, key, ctx, ws + "-b", "linux/arm64", *emulated)
+                assert arm_result["platforms"][0]["mode"] == "emulated", arm_result
+                arm = arm_result["wall_s"]
                 samples["amd64"].append(amd)
                 samples["arm64"].append(arm)
                 samples["sequential"].append(amd + arm)
@@ -122,7 +128,13 @@ def main() -> None:
                 assert result.get("strategy") != "per-platform", result
                 samples["one_runner"].append(result["wall_s"])
 
-            variants = [parallel, sequential, one_runner]
+            def arm64_on_amd64(ws: str) -> None:
+                _new_payload(ctx, args.payload_mb)
+                result = _lian(registry, key, ctx, ws, "linux/arm64")
+                assert result.get("strategy") != "per-platform", result
+                samples["arm64_on_amd64"].append(result["wall_s"])
+
+            variants = [parallel, sequential, one_runner, arm64_on_amd64]
             for run in range(runs):
                 order = variants if run % 2 == 0 else list(reversed(variants))
                 for variant in order:

@@ -5,7 +5,9 @@
 #
 # TAG defaults to $LIAN_RUNNER_TAG or lian-runner:debian (lian-runner:debian-ARCH for
 # a foreign ARCH). ARCH is a Debian architecture (amd64, arm64; default: the host's);
-# a foreign one runs under qemu-user-static with binfmt_misc enabled. Environment:
+# a foreign one runs under qemu-user with binfmt_misc enabled (QEMU 8.1 or newer: older
+# ones cannot re-execute /proc/self/exe) and gets emulation-shim.c, built with the
+# cross compiler (Debian's gcc-aarch64-linux-gnu for arm64), preloaded. Environment:
 #   LIAN_DEBIAN_MIRROR  Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   LIAN_DEBIAN_SUITE   Debian suite (default trixie; bookworm is kept as an option,
 #                       but its buildah 1.28 misses the remote cache after an ARG
@@ -36,7 +38,9 @@ case "$suite" in
     bookworm | bullseye) packages="$packages,containernetworking-plugins" ;;
     *) packages="$packages,netavark,aardvark-dns" ;;
 esac
-recipe="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)-$suite"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+shim_source="$here/emulation-shim.c"
+recipe="$(cat "${BASH_SOURCE[0]}" "$shim_source" | sha256sum | cut -c1-16)-$suite"
 
 log() { printf 'runner-image: %s\n' "$*" >&2; }
 
@@ -44,7 +48,16 @@ if [[ "$(id -u)" -ne 0 ]]; then
     log "debootstrap needs root: run this script as root"
     exit 1
 fi
-for tool in debootstrap tar "$docker_cli"; do
+tools=(debootstrap tar "$docker_cli")
+cross_cc=""
+if [[ "$arch" != "$host_arch" ]]; then
+    case "$arch" in
+        arm64) cross_cc="aarch64-linux-gnu-gcc" ;;
+        *) log "no emulation shim recipe for $arch (only arm64)"; exit 1 ;;
+    esac
+    tools+=("$cross_cc")
+fi
+for tool in "${tools[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         log "missing tool: $tool"
         exit 1
@@ -79,6 +92,12 @@ driver = "vfs"
 runroot = "/run/containers/storage"
 graphroot = "/var/lib/containers/storage"
 CONF
+if [[ -n "$cross_cc" ]]; then
+    log "preloading the emulation shim (RUN steps under qemu-user)"
+    mkdir -p "$rootfs/usr/local/lib/lian"
+    "$cross_cc" -O2 -shared -fPIC -o "$rootfs/usr/local/lib/lian/emulation-shim.so" "$shim_source"
+    echo /usr/local/lib/lian/emulation-shim.so >"$rootfs/etc/ld.so.preload"
+fi
 # Keep the image small: package caches and lists are not needed at run time.
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/var/log/*.log "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*

@@ -125,11 +125,31 @@ def test_an_architecture_the_provider_lacks_falls_back_and_says_which(tmp_path):
     assert "no s390x runners" in strategy.reason
 
 
-def test_one_platform_is_the_plain_pipeline(tmp_path):
-    plan = _with(_plan(tmp_path, "linux/arm64"), TwoArchProvider({}, lambda r: r))
+def test_one_platform_of_the_providers_own_architecture_is_the_plain_pipeline(tmp_path):
+    plan = _with(_plan(tmp_path, "linux/amd64"), TwoArchProvider({}, lambda r: r))
     assert multiplatform.choose_strategy(plan).name == multiplatform.SINGLE_RUNNER
     assert "multiplatform" in plan.to_dict()
     assert "multiplatform" not in _plan(tmp_path, None).to_dict()
+
+
+def test_one_foreign_platform_gets_a_runner_of_its_architecture(tmp_path):
+    plan = _with(_plan(tmp_path, "linux/arm64"), TwoArchProvider({}, lambda r: r))
+    strategy = multiplatform.choose_strategy(plan)
+    assert strategy.name == multiplatform.PER_PLATFORM
+    assert [(t.platform, t.architecture, t.mode) for t in strategy.targets] == [
+        ("linux/arm64", "arm64", "native")
+    ]
+    (arm,) = (multiplatform.platform_plan(plan, t) for t in strategy.targets)
+    assert arm.attempts[0].name.startswith("a-")  # sized on the arm64 ladder
+
+
+def test_one_platform_the_provider_lacks_is_emulated_by_one_runner(tmp_path):
+    class OneArch(TwoArchProvider):
+        def architectures(self) -> Sequence[str]:
+            return ("amd64",)
+
+    plan = _with(_plan(tmp_path, "linux/arm64"), OneArch({}, lambda r: r))
+    assert multiplatform.choose_strategy(plan).name == multiplatform.SINGLE_RUNNER
 
 
 def test_docker_local_runs_its_own_arch_natively_and_others_only_emulated(tmp_path, monkeypatch):

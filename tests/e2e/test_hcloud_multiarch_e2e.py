@@ -5,8 +5,7 @@ each test the imitation holds no server, SSH key object or snapshot.
 
 Needs what the docker-local two-platform tests need (QEMU's aarch64 binfmt_misc handler,
 the arm64 runner image, an arm64 static busybox): CI sets these up; a machine that
-refuses emulation fails here loudly under CI=true. The Dockerfiles COPY only on arm64:
-buildah cannot run RUN steps under Debian 12's QEMU.
+refuses emulation fails here loudly under CI=true.
 """
 
 from __future__ import annotations
@@ -19,7 +18,15 @@ from typing import Any
 import httpx
 import pytest
 from e2e.helpers import E2E, lian
-from e2e.test_multiarch_e2e import PLATFORMS, _context, _get
+from e2e.test_multiarch_e2e import (
+    FAIL_ON_ARM64,
+    PLATFORMS,
+    RECORD_MACHINE,
+    _context,
+    _file_in_layer,
+    _get,
+    require_emulation,
+)
 
 from fixtures.machines import MachinePool
 
@@ -58,13 +65,9 @@ def cloud(
 @pytest.fixture(scope="module")
 def arm64_ready(docker_client: Any) -> str:
     """The same checks as the docker-local two-platform tests (fails loudly in CI)."""
-    from e2e.test_multiarch_e2e import BINFMT, BUSYBOX_ARM64
-
     from fixtures.require import require
 
-    enabled = BINFMT.exists() and BINFMT.read_text().splitlines()[0].strip() == "enabled"
-    require(enabled, "QEMU binfmt_misc for aarch64 (qemu-user-static, binfmt-support)")
-    require(BUSYBOX_ARM64.exists(), f"an arm64 static busybox at {BUSYBOX_ARM64}")
+    require_emulation()
     require(
         bool(docker_client.images.list(name=ARM64_RUNNER_IMAGE)),
         f"the arm64 runner image {ARM64_RUNNER_IMAGE} (lian runner-image build --arch arm64)",
@@ -154,12 +157,32 @@ def test_two_platforms_on_a_cx_and_a_cax_server_push_one_index(
     assert cloud.token not in run.stderr + run.stdout
 
 
+def test_one_arm64_platform_builds_on_a_cax_server(
+    env: E2E, cloud: FakeHcloud, tmp_path: Path, workspace: str
+) -> None:
+    image = f"{env.registry.host}/multi/{workspace}:1"
+    args = _args("build", env, cloud, workspace, _context(tmp_path, RECORD_MACHINE), image)
+    args[args.index(PLATFORMS)] = "linux/arm64"
+    run = lian(args)
+    assert run.returncode == 0, run.stderr
+    result = run.envelope["result"]
+    # Not emulated on an x86 server: one cax server, booted from the arm64 image.
+    assert list(cloud.booted.values()) == [("cax11", ARM64_RUNNER_IMAGE)]
+    assert [p["platform"] for p in result["platforms"]] == ["linux/arm64"]
+    base = f"http://{env.registry.host}/v2/multi/{workspace}"
+    (entry,) = _get(f"{base}/manifests/1", INDEX).json()["manifests"]
+    assert entry["platform"]["architecture"] == "arm64"
+    manifest = _get(f"{base}/manifests/{entry['digest']}", entry["mediaType"]).json()
+    top = _get(f"{base}/blobs/{manifest['layers'][-1]['digest']}").content
+    assert _file_in_layer(top, "built-on") == b"aarch64\n"
+
+
 def test_one_platform_failing_cancels_the_other_server(
     env: E2E, cloud: FakeHcloud, tmp_path: Path, workspace: str
 ) -> None:
-    # No arm64 busybox in the context: arm64 fails at its COPY; amd64 passes it and
-    # would sleep for ten minutes on its cx server.
-    ctx = _context(tmp_path, "/bin/busybox sleep 600", arm64=False)
+    # The RUN step fails on the cax server only; on the cx server it would sleep for ten
+    # minutes.
+    ctx = _context(tmp_path, FAIL_ON_ARM64)
     image = f"{env.registry.host}/multi/{workspace}:1"
     run = lian(_args("build", env, cloud, workspace, ctx, image))
     assert run.returncode == 5, run.stderr

@@ -9,9 +9,13 @@ that refuses emulation fails here loudly under CI=true.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
+import re
+import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +28,35 @@ from fixtures.require import require
 BUSYBOX_ARM64 = Path(os.environ.get("LIAN_TEST_BUSYBOX_ARM64", "/usr/local/lib/lian/busybox-arm64"))
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 PLATFORMS = "linux/amd64,linux/arm64"
-# Emulated runners are opt-in on docker-local; RUN steps cannot run in them under Debian
-# 12's QEMU (buildah re-executes /proc/self/exe), so these builds COPY only on arm64.
+# Emulated runners are opt-in on docker-local.
 EMULATED = ("--compute-opt", "emulated_runners=true")
+# A RUN step records the machine it ran on; only an arm64 machine fails the second one.
+RECORD_MACHINE = "/bin/busybox uname -m > /built-on"
+FAIL_ON_ARM64 = '[ "$(/bin/busybox uname -m)" != aarch64 ] || exit 3; /bin/busybox sleep 600'
+UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def require_emulation() -> None:
+    """What an emulated arm64 runner needs on this host (fails loudly under CI)."""
+    require(platform.machine() == "x86_64", "an amd64 host (the arm64 runner is emulated)")
+    enabled = BINFMT.exists() and BINFMT.read_text().splitlines()[0].strip() == "enabled"
+    require(enabled, "QEMU binfmt_misc for aarch64 (qemu-user-static, binfmt-support)")
+    require(BUSYBOX_ARM64.exists(), f"an arm64 static busybox at {BUSYBOX_ARM64}")
+    # QEMU_VERSION makes the QEMU that runs arm64 programs print its version: RUN steps
+    # in an emulated runner need 8.1 or newer.
+    probe = subprocess.run(
+        [str(BUSYBOX_ARM64), "true"], env={"QEMU_VERSION": "1"}, capture_output=True, text=True
+    )
+    found = re.match(r"qemu-aarch64 version (\d+)\.(\d+)", probe.stdout)
+    version = (int(found[1]), int(found[2])) if found else (0, 0)
+    require(version >= (8, 1), f"QEMU 8.1+ for arm64 binaries (found {probe.stdout[:40]!r})")
 
 
 @pytest.fixture(scope="module")
 def arm64_ready(e2e: E2E) -> str:
     import docker
 
-    require(platform.machine() == "x86_64", "an amd64 host (the arm64 runner is emulated)")
-    enabled = BINFMT.exists() and BINFMT.read_text().splitlines()[0].strip() == "enabled"
-    require(enabled, "QEMU binfmt_misc for aarch64 (qemu-user-static, binfmt-support)")
-    require(BUSYBOX_ARM64.exists(), f"an arm64 static busybox at {BUSYBOX_ARM64}")
+    require_emulation()
     image = f"{e2e.runner_image}-arm64"
     try:
         e2e.docker.images.get(image)
@@ -47,10 +67,10 @@ def arm64_ready(e2e: E2E) -> str:
     return image
 
 
-def _context(tmp_path: Path, *steps: str, arm64: bool = True) -> Path:
+def _context(tmp_path: Path, *steps: str) -> Path:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    sources = [("amd64", Path("/bin/busybox"))] + ([("arm64", BUSYBOX_ARM64)] if arm64 else [])
+    sources = [("amd64", Path("/bin/busybox")), ("arm64", BUSYBOX_ARM64)]
     for arch, source in sources:
         (ctx / f"busybox-{arch}").write_bytes(source.read_bytes())
         (ctx / f"busybox-{arch}").chmod(0o755)
@@ -58,6 +78,15 @@ def _context(tmp_path: Path, *steps: str, arm64: bool = True) -> Path:
     lines += [f'RUN ["/bin/busybox", "sh", "-c", {json.dumps(step)}]' for step in steps]
     (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
     return ctx
+
+
+def _file_in_layer(blob: bytes, name: str) -> bytes | None:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as layer:
+        for member in layer.getmembers():
+            if member.name.lstrip("./") == name:
+                extracted = layer.extractfile(member)
+                return extracted.read() if extracted else None
+    return None
 
 
 def _get(url: str, accept: str | None = None) -> httpx.Response:
@@ -70,7 +99,7 @@ def _get(url: str, accept: str | None = None) -> httpx.Response:
 def test_two_platforms_build_in_parallel_and_push_one_index(
     e2e: E2E, arm64_ready: str, tmp_path: Path, workspace: str
 ) -> None:
-    ctx = _context(tmp_path)
+    ctx = _context(tmp_path, RECORD_MACHINE)
     image = f"{e2e.registry.host}/multi/{workspace}:1"
 
     default = lian(["plan", *e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS)[1:]])
@@ -111,6 +140,9 @@ def test_two_platforms_build_in_parallel_and_push_one_index(
         config = _get(f"{base}/blobs/{manifest['config']['digest']}").json()
         assert config["architecture"] == arch  # the image really is that architecture
         assert config["os"] == "linux"
+        # The RUN step ran on a machine of that architecture (arm64: the emulated runner).
+        top = _get(f"{base}/blobs/{manifest['layers'][-1]['digest']}").content
+        assert _file_in_layer(top, "built-on") == f"{UNAME[arch]}\n".encode()
     for status in result["platforms"]:
         assert status["state"] == "succeeded"
         assert status["runner_id"] and status["tier"] and status["duration_s"] > 0
@@ -121,9 +153,8 @@ def test_two_platforms_build_in_parallel_and_push_one_index(
 def test_one_platform_failing_cancels_the_other_and_leaves_nothing(
     e2e: E2E, arm64_ready: str, tmp_path: Path, workspace: str
 ) -> None:
-    # The context has no arm64 busybox: arm64 fails at its COPY; amd64 passes it and
-    # would sleep for ten minutes.
-    ctx = _context(tmp_path, "/bin/busybox sleep 600", arm64=False)
+    # The RUN step fails on arm64 only; on amd64 it would sleep for ten minutes.
+    ctx = _context(tmp_path, FAIL_ON_ARM64)
     image = f"{e2e.registry.host}/multi/{workspace}:1"
     run = lian(e2e.flags(workspace, ctx, image, "--platforms", PLATFORMS, *EMULATED))
     assert run.returncode == 5, run.stderr

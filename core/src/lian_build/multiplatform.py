@@ -79,10 +79,17 @@ def choose_strategy(plan: Plan) -> Strategy:
     """Per-platform runners when the provider can run every platform's architecture."""
     platforms = plan.intent.platforms
     compute = plan.compute
-    if len(platforms) < 2:
+    if not platforms:
         return Strategy(SINGLE_RUNNER)
     native = tuple(compute.architectures())
     emulated = tuple(compute.emulated_architectures())
+    if len(platforms) == 1:
+        # One platform of the provider's own (first) architecture is a plain build; one
+        # of another architecture it runs gets a runner of that architecture (an arm64
+        # build on Hetzner runs on a cax server rather than emulated on an x86 one).
+        arch = architecture_of(platforms[0])
+        if not native or arch == native[0] or arch not in (*native, *emulated):
+            return Strategy(SINGLE_RUNNER)
     if not native:
         return Strategy(
             SINGLE_RUNNER,

@@ -47,12 +47,14 @@ def recipes_dir() -> Path:
 
 
 def expected_recipe_label(suite: str | None = None) -> str:
-    """The ``lian.recipe`` label the debian recipe puts on an image it builds now:
-    the recipe script's hash and the Debian suite (``LIAN_DEBIAN_SUITE``, default
-    trixie). An image whose label differs was made by another (older) recipe."""
+    """The ``lian.recipe`` label the debian recipe puts on an image it builds now: the
+    hash of the recipe script and its emulation shim, and the Debian suite
+    (``LIAN_DEBIAN_SUITE``, default trixie). An image whose label differs was made by
+    another (older) recipe."""
     import hashlib
 
-    script = (recipes_dir() / "debian" / "build.sh").read_bytes()
+    recipe = recipes_dir() / "debian"
+    script = (recipe / "build.sh").read_bytes() + (recipe / "emulation-shim.c").read_bytes()
     suite = suite or os.environ.get("LIAN_DEBIAN_SUITE") or DEFAULT_SUITE
     return f"{hashlib.sha256(script).hexdigest()[:16]}-{suite}"
 

@@ -65,9 +65,8 @@ class DockerLocalSettings:
     network: str = "host"  # or a Docker network name: sshd is then published on bind_host
     # Runner image per foreign architecture; default "<image>-<arch>" (lian-runner:debian-arm64).
     arch_images: dict[str, str] | None = None
-    # Emulated runners for foreign platforms (opt-in): under Debian 12's QEMU 7.2, buildah
-    # cannot run RUN steps in them (it re-executes /proc/self/exe), while one native runner
-    # emulating only the RUN step's processes can.
+    # Emulated runners for foreign platforms (opt-in): everything in them (sshd, rsync,
+    # buildah) runs under qemu-user, where one native runner emulates only RUN steps.
     emulated_runners: bool = False
 
 
