@@ -657,11 +657,11 @@ class ProxmoxProvider(api.ComputeProvider):
             )
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def _session(self, node: str) -> Session:
+    def _session(self, node: str | None = None) -> Session:
         s = self.settings
         return Session(
             host=s.host,
-            node=node,
+            node=node or s.node,
             token_id=s.token_id,
             token=self.secrets(s.token_ref),
             verify_ssl=s.ca_file or s.verify_ssl,
