@@ -35,7 +35,11 @@ LOWEST = ["hcloud", "proxmox"]
 # A plugin whose tests run `lian build`/`plan` also needs a registry plugin: the
 # orchestrator's CLI tests go through a build, hcloud's through `lian plan`, both with
 # the zot registry plugin.
-PLUGIN_TEST_PEERS = {"orchestrator": ["plugins/lian_zot"], "hcloud": ["plugins/lian_zot"]}
+PLUGIN_TEST_PEERS = {
+    "orchestrator": ["plugins/lian_zot"],
+    "hcloud": ["plugins/lian_zot"],
+    "proxmox": ["plugins/lian_zot"],  # the per-platform plan tests plan with a registry
+}
 
 
 @nox.session

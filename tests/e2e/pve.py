@@ -26,7 +26,7 @@ class ServedPve:
     ca_file: Path
     pool: MachinePool
 
-    def compute_opts(self) -> list[str]:
+    def compute_opts(self, **extra: str) -> list[str]:
         opts = {
             "host": self.host,
             "node": self.fake.node,
@@ -35,6 +35,7 @@ class ServedPve:
             "ca_file": str(self.ca_file),
             "poll_interval": "0.2",
             "ssh_port": str(getattr(self.pool, "port", 22)),
+            **extra,
         }
         return [arg for k, v in opts.items() for arg in ("--compute-opt", f"{k}={v}")]
 
@@ -44,10 +45,18 @@ class ServedPve:
 
 
 @contextmanager
-def served_pve(docker_client: Any, runner_image: str, cert_dir: Path) -> Iterator[ServedPve]:
-    """Serve the imitation; afterwards no VM lian made and no container may be left."""
+def served_pve(
+    docker_client: Any,
+    runner_image: str,
+    cert_dir: Path,
+    *,
+    arm_image: str | None = None,
+    nodes: dict[str, str] | None = None,
+) -> Iterator[ServedPve]:
+    """Serve the imitation (``nodes``: more cluster nodes, name -> machine); afterwards
+    no VM lian made and no container may be left."""
     pool = MachinePool(docker_client)
-    fake = FakeProxmox(machines=pool, image=runner_image)
+    fake = FakeProxmox(machines=pool, image=runner_image, arm_image=arm_image, nodes=nodes)
     try:
         with fake.serve(cert_dir) as host:
             yield ServedPve(fake, host, cert_dir / "pve-root-ca.pem", pool)

@@ -194,6 +194,11 @@ class ComputeProvider(abc.ABC):
         """The ladder for runners of one architecture. Default: ``tiers()``."""
         return self.tiers()
 
+    def plan_for(self, architecture: str) -> dict[str, Any]:
+        """Provider facts for one platform's runner in ``lian plan`` (the template, node
+        or image it would use). No network. Default: nothing more."""
+        return {}
+
 
 # --------------------------------------------------------------------------- registry
 

@@ -82,7 +82,8 @@ BUILD_FLAGS: tuple[Flag, ...] = (
     Flag(
         "compute_opt",
         "KEY=VALUE compute setting; repeatable. List settings take a comma list "
-        "(server_types=cx23,cx33) or repeated flags.",
+        "(server_types=cx23,cx33) or repeated flags; mapping settings KEY=VALUE pairs "
+        "(templates=amd64=9000,arm64=9001).",
         "compute",
         panel=PROVIDER_PANEL,
         many=True,
@@ -186,6 +187,25 @@ def _scalar(kind: Any, raw: str, field: str) -> Any:
     return raw
 
 
+def _flag_mapping(kind: Any, values: list[str], field: str) -> dict[str, Any]:
+    """A mapping setting from ``KEY=VALUE`` pairs: ``templates=amd64=9000,arm64=9001``, or
+    one pair per repeated flag; values typed like scalar settings."""
+    element = (typing.get_args(kind) or (str, str))[-1]
+    out: dict[str, Any] = {}
+    for item in (part.strip() for value in values for part in value.split(",")):
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(
+                f"{field} takes KEY=VALUE pairs (a=1,b=2), got {item!r}", field=field
+            )
+        if key in out:
+            raise InvalidInput(f"{field}.{key} is given twice", field=f"{field}.{key}")
+        out[key] = _scalar(element, raw, f"{field}.{key}")
+    return out
+
+
 def _flag_value(kind: Any, values: list[str], field: str) -> Any:
     """Type a flag's text by the settings field it sets (flags carry no JSON types)."""
     kind = _strip_optional(kind)
@@ -194,6 +214,8 @@ def _flag_value(kind: Any, values: list[str], field: str) -> Any:
         element = (typing.get_args(kind) or (str,))[0]
         items = [part.strip() for value in values for part in value.split(",") if part.strip()]
         return [_scalar(element, item, field) for item in items]
+    if origin in (dict, Mapping, typing.Mapping):
+        return _flag_mapping(kind, values, field)
     if len(values) > 1:
         raise InvalidInput(f"{field} takes one value, given {len(values)} times", field=field)
     if kind is Any or kind is None:

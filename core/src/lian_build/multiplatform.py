@@ -206,6 +206,9 @@ def plan_section(plan: Plan) -> dict[str, Any]:
                     },
                 }
             )
+            runner = sub.compute.plan_for(target.architecture)
+            if runner:
+                entries[-1]["compute"] = runner
             # Worst case, as the plan's own: the first tier for the whole time budget.
             cost = (
                 sub.compute.estimate_cost(sub.attempts[0], sub.size.time_budget_min * 60)

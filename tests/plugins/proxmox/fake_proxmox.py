@@ -19,6 +19,15 @@ Behaviour that matters to a client:
 - ``agent/exec`` commands finish after ``exec_polls`` exec-status polls; a command
   containing "restart" makes sshd (re)load the ed25519 host key from the files.
 
+A cluster of nodes: ``node`` (x86_64) and any in ``nodes`` (name -> the kernel's
+machine, ``x86_64`` or ``aarch64``), each reporting it in ``GET /nodes/{node}/status``
+(``current-kernel.machine``). Every VM lives on one node and is reached only through
+it (elsewhere its config "does not exist"); a clone lands on its template's node, a
+task's status is served by the node its UPID names. A VM runs as its config's ``arch``
+(``aarch64`` for an arm template, see ``add_template``), else as its node's machine; in
+machine mode an aarch64 VM is a container of the arm64 runner image (``arm_image``,
+run under QEMU's binfmt_misc emulation).
+
 Everything is recorded in ``requests`` and all state is inspectable. Binds 127.0.0.1.
 """
 
@@ -107,6 +116,7 @@ class Exec:
 class Vm:
     vmid: int
     config: dict[str, str]
+    node: str = "pve"
     template: bool = False
     status: str = "stopped"
     lock: str | None = None
@@ -162,11 +172,15 @@ class FakeProxmox:
         template_id: int = 9000,
         machines: MachinePool | None = None,
         image: str = "lian-runner:debian",
+        arm_image: str | None = None,
+        nodes: dict[str, str] | None = None,
     ) -> None:
         # With a pool, every started VM is a real runner container (see module doc).
         self.machines = machines
         self.image = image
+        self.images = {"x86_64": image, "aarch64": arm_image or f"{image}-arm64"}
         self.node = node
+        self.node_machines = {node: "x86_64", **(nodes or {})}
         self.token_id = token_id
         self.token = token
         self.template_id = template_id
@@ -176,6 +190,7 @@ class FakeProxmox:
                 template_id,
                 {"name": "debian-12-ci", "agent": "1", "cores": "1", "memory": "1024",
                  "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0", "ide2": "local-lvm:cloudinit"},
+                node=node,
                 template=True,
             )
         }  # fmt: skip
@@ -224,11 +239,29 @@ class FakeProxmox:
         pattern = re.compile(path_regex)
         return [r for r in self.requests if r.method == method and pattern.search(r.path)]
 
-    def add_vm(self, vmid: int, config: dict[str, str], *, status: str = "stopped") -> Vm:
+    def add_vm(
+        self, vmid: int, config: dict[str, str], *, status: str = "stopped", node: str | None = None
+    ) -> Vm:
         with self.lock:
-            vm = Vm(vmid, dict(config), status=status)
+            vm = Vm(vmid, dict(config), node=node or self.node, status=status)
             self.vms[vmid] = vm
             return vm
+
+    def add_template(
+        self, vmid: int, *, node: str | None = None, arch: str | None = None, name: str = ""
+    ) -> Vm:
+        """A cloud-init template like the default one; ``arch`` as ``qm set --arch``
+        writes it (absent: the node's own architecture)."""
+        config = {"name": name or f"debian-13-ci-{arch or 'host'}", "agent": "1", "cores": "1",
+                  "memory": "1024", "net0": "virtio=BC:24:11:00:01:01,bridge=vmbr0",
+                  "ide2": "local-lvm:cloudinit", **({"arch": arch} if arch else {})}  # fmt: skip
+        vm = self.add_vm(vmid, config, node=node)
+        vm.template = True
+        return vm
+
+    def architecture(self, vm: Vm) -> str:
+        """What the VM runs as: its ``arch``, else its node's machine."""
+        return vm.config.get("arch") or self.node_machines[vm.node]
 
     def add_foreign_vm(self, vmid: int) -> Vm:
         """A VM another client (another build, a person) owns: nobody may delete it."""
@@ -276,25 +309,43 @@ class FakeProxmox:
                 return self._resources(one.get("type"))
             case ("GET", ["nodes", node, "tasks", upid, "status"]):
                 self._node(node)
-                return self._task_status(upid)
+                return self._task_status(node, upid)
+            case ("GET", ["nodes", node, "status"]):
+                self._node(node)
+                return self._node_status(node)
             case (_, ["nodes", node, "qemu", vmid, *rest]):
                 self._node(node)
-                return self._qemu(method, _int(vmid, "vmid"), rest, params, one)
+                return self._qemu(method, node, _int(vmid, "vmid"), rest, params, one)
         raise ApiError(501, f"Method '{method} /{'/'.join(parts)}' not implemented")
 
     def _node(self, node: str) -> None:
-        if node != self.node:
+        if node not in self.node_machines:
             raise ApiError(595, f"no such cluster node '{node}'")
 
-    def _vm(self, vmid: int) -> Vm:
+    def _node_status(self, node: str) -> dict[str, Any]:
+        machine = self.node_machines[node]
+        return {
+            "uptime": 86400, "cpu": 0.02, "loadavg": ["0.10", "0.08", "0.05"],
+            "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
+            "current-kernel": {"sysname": "Linux", "release": "6.8.12-4-pve",
+                               "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
+                               "machine": machine},
+            "cpuinfo": {"cpus": 8, "sockets": 1, "cores": 8,
+                        "model": "Neoverse-N1" if machine == "aarch64" else "AMD EPYC 7302P"},
+            "memory": {"total": 68719476736, "used": 8589934592, "free": 60129542144},
+            "pveversion": "pve-manager/8.3.0/c1689ccb1065a83b",
+        }  # fmt: skip
+
+    def _vm(self, vmid: int, node: str) -> Vm:
         vm = self.vms.get(vmid)
-        if vm is None:
-            raise _missing(self.node, vmid)
+        if vm is None or vm.node != node:  # each node reads only its own configs
+            raise _missing(node, vmid)
         return vm
 
     def _qemu(
         self,
         method: str,
+        node: str,
         vmid: int,
         rest: list[str],
         params: dict[str, list[str]],
@@ -302,50 +353,54 @@ class FakeProxmox:
     ) -> Any:
         match (method, rest):
             case ("POST", ["clone"]):
-                return self._clone(self._vm(vmid), one)
+                return self._clone(self._vm(vmid, node), one)
             case ("GET", ["config"]):
-                vm = self._vm(vmid)
+                vm = self._vm(vmid, node)
                 return {**vm.config, **({"template": 1} if vm.template else {}), "digest": "0" * 40}
             case ("PUT", ["config"]):
-                return self._set_config(self._vm(vmid), one)
+                return self._set_config(self._vm(vmid, node), one)
             case ("GET", ["status", "current"]):
-                vm = self._vm(vmid)
+                vm = self._vm(vmid, node)
                 return {"vmid": vmid, "status": vm.status, "name": vm.name, "qmpstatus": vm.status}
             case ("POST", ["status", "start"]):
-                return self._start(self._vm(vmid))
+                return self._start(self._vm(vmid, node))
             case ("POST", ["status", "stop"]):
-                return self._stop(self._vm(vmid))
+                return self._stop(self._vm(vmid, node))
             case ("DELETE", []):
-                return self._delete(self._vm(vmid), one)
+                return self._delete(self._vm(vmid, node), one)
             case (_, ["agent", command]):
-                return self._agent(self._vm(vmid), method, command, params, one)
+                return self._agent(self._vm(vmid, node), method, command, params, one)
         raise ApiError(501, f"Method '{method} .../qemu/{vmid}/{'/'.join(rest)}' not implemented")
 
     # ------------------------------------------------------------------ tasks
 
-    def _new_task(self, kind: str, vmid: int, effect: Any, *, exitstatus: str | None = None) -> str:
+    def _new_task(
+        self, kind: str, vmid: int, effect: Any, *, node: str, exitstatus: str | None = None
+    ) -> str:
         self._upid_counter += 1
         start = int(dt.datetime.now(dt.UTC).timestamp())
         user = self.token_id  # user@realm!tokenname
         pid = 0x1000 + self._upid_counter
-        upid = f"UPID:{self.node}:{pid:08X}:{0x2000:08X}:{start:08X}:{kind}:{vmid}:{user}:"
+        upid = f"UPID:{node}:{pid:08X}:{0x2000:08X}:{start:08X}:{kind}:{vmid}:{user}:"
         error = exitstatus or self.task_errors.pop(kind, None)
         self.tasks[upid] = Task(upid, kind, self.task_polls, error or "OK", effect)
         return upid
 
-    def _task_status(self, upid: str) -> dict[str, Any]:
+    def _task_status(self, node: str, upid: str) -> dict[str, Any]:
         task = self.tasks.get(upid)
         if task is None:
             raise ApiError(500, f"unable to parse worker upid '{upid}'")
+        if upid.split(":")[1] != node:  # its log is on the node that ran it
+            raise _param_error(upid="no such task")
         if not task.done:
             if task.polls_left > 0:
                 task.polls_left -= 1
-                return {"upid": upid, "node": self.node, "status": "running", "type": task.kind}
+                return {"upid": upid, "node": node, "status": "running", "type": task.kind}
             task.done = True
             if task.effect is not None:
                 # "WARNINGS: n" is how PVE ends a task that succeeded with warnings.
                 task.effect(task.exitstatus == "OK" or task.exitstatus.startswith("WARNINGS: "))
-        return {"upid": upid, "node": self.node, "status": "stopped", "type": task.kind,
+        return {"upid": upid, "node": node, "status": "stopped", "type": task.kind,
                 "exitstatus": task.exitstatus}  # fmt: skip
 
     # ------------------------------------------------------------------ VM lifecycle
@@ -364,6 +419,7 @@ class FakeProxmox:
                 "qmclone",
                 source.vmid,
                 None,
+                node=source.node,
                 exitstatus=f"unable to create VM {newid}: config file already exists",
             )
         name = one.get("name", f"Copy-of-VM-{source.name}")
@@ -375,7 +431,8 @@ class FakeProxmox:
         config = {k: v for k, v in source.config.items() if k not in ("name", "description")}
         if "description" in one:
             config["description"] = one["description"]
-        vm = Vm(newid, {**config, "name": name}, lock="clone")
+        # The clone stays on the template's node (``target`` would move it; not used).
+        vm = Vm(newid, {**config, "name": name}, node=source.node, lock="clone")
         self.vms[newid] = vm
 
         def effect(ok: bool) -> None:
@@ -385,7 +442,7 @@ class FakeProxmox:
                 self.vms.pop(newid, None)
 
         # PVE names the SOURCE in a qmclone task's UPID, not the new VM.
-        return self._new_task("qmclone", source.vmid, effect)
+        return self._new_task("qmclone", source.vmid, effect, node=source.node)
 
     def _set_config(self, vm: Vm, one: dict[str, str]) -> None:
         if vm.lock:
@@ -405,7 +462,7 @@ class FakeProxmox:
                 vm.status = "running"
                 vm.agent_calls = 0
 
-        return self._new_task("qmstart", vm.vmid, effect)
+        return self._new_task("qmstart", vm.vmid, effect, node=vm.node)
 
     def _stop(self, vm: Vm) -> str:
         def effect(ok: bool) -> None:
@@ -416,7 +473,7 @@ class FakeProxmox:
                     self.machines.remove(vm.machine)
                     vm.machine = None
 
-        return self._new_task("qmstop", vm.vmid, effect)
+        return self._new_task("qmstop", vm.vmid, effect, node=vm.node)
 
     def _delete(self, vm: Vm, one: dict[str, str]) -> str:
         if vm.lock:
@@ -433,13 +490,13 @@ class FakeProxmox:
                 if vm.machine is not None and self.machines is not None:
                     self.machines.remove(vm.machine)
 
-        return self._new_task("qmdestroy", vm.vmid, effect)
+        return self._new_task("qmdestroy", vm.vmid, effect, node=vm.node)
 
     def _resources(self, kind: str | None) -> list[dict[str, Any]]:
         if kind not in (None, "vm"):
             return []
         return [
-            {"id": f"qemu/{vm.vmid}", "vmid": vm.vmid, "name": vm.name, "node": self.node,
+            {"id": f"qemu/{vm.vmid}", "vmid": vm.vmid, "name": vm.name, "node": vm.node,
              "type": "qemu", "status": vm.status, "template": int(vm.template),
              **({"tags": vm.config["tags"]} if "tags" in vm.config else {})}
             for vm in self.vms.values()
@@ -518,14 +575,15 @@ class FakeProxmox:
         # ciupgrade (default 1) makes the first boot upgrade every package from a mirror;
         # there is none here, so such a boot ends in error, as on an isolated network.
         upgrade = _bool(vm.config.get("ciupgrade", "1"), "ciupgrade")
+        arch = self.architecture(vm)
         spec = MachineSpec(
             name=f"vm{vm.vmid}",
-            image=self.image,
+            image=self.images[arch],
             authorized_keys={user: keys},
             boot_delay_s=self.boot_delay_s,
             packages=("upgrade-from-an-unreachable-mirror",) if upgrade else (),
             boot_status=self.boot_status,
-            labels={"vmid": str(vm.vmid), "node": self.node},
+            labels={"vmid": str(vm.vmid), "node": vm.node, "arch": arch},
         )
         vm.machine = self.machines.start(spec)
         # No systemd in a container: "systemctl restart ssh" makes sshd (PID 1) re-exec

@@ -1,7 +1,7 @@
 """Parameter schemas for the PVE 8 API calls the imitation serves, written for these
 tests from PVE's published API description (the API viewer's JSON schema for
 ``/cluster/nextid``, ``/cluster/resources``, ``/nodes/{node}/qemu/{vmid}/clone``,
-``.../config``, ``.../status/{start,stop,current}``, ``DELETE .../{vmid}``,
+``.../config``, ``.../status/{start,stop,current}``, ``/nodes/{node}/status``, ``DELETE .../{vmid}``,
 ``.../agent/{exec,exec-status,file-write,network-get-interfaces}`` and
 ``/nodes/{node}/tasks/{upid}/status``).
 
@@ -54,6 +54,7 @@ SCHEMAS: dict[tuple[str, str], dict[str, P]] = {
     ("GET", "/cluster/nextid"): {"vmid": P("integer", minimum=100, maximum=999_999_999)},
     ("GET", "/cluster/resources"): {"type": P(enum=("vm", "storage", "node", "sdn"))},
     ("GET", "/nodes/{node}/tasks/{upid}/status"): {"node": NODE, "upid": P(required=True)},
+    ("GET", "/nodes/{node}/status"): {"node": NODE},
     ("POST", "/nodes/{node}/qemu/{vmid}/clone"): {
         "node": NODE,
         "vmid": VMID,

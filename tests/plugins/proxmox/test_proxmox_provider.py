@@ -274,7 +274,9 @@ def test_plan_and_tiers_need_no_network() -> None:
         "node": "pve1",
         "template_id": 9000,
         "kind": "qemu",
+        "templates": {"amd64": {"template_id": 9000, "node": "pve1"}},
     }
+    assert provider.architectures() == ("amd64",)
     assert [(t.name, t.cpu, t.memory_gb) for t in provider.tiers()] == [
         ("2c-4g", 2, 4), ("4c-8g", 4, 8), ("8c-16g", 8, 16), ("16c-32g", 16, 32),
     ]  # fmt: skip

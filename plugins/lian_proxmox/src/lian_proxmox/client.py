@@ -170,10 +170,12 @@ class Session:
         """
         parts = upid.split(":")
         task_type = parts[5] if len(parts) > 6 else "task"
+        # A task's status is served by the node that runs it, which the UPID names.
+        node = self.api.nodes(parts[1]) if len(parts) > 6 and parts[1] else self.node
 
         def stopped() -> dict[str, Any] | None:
             with self.call(f"GET task status ({task_type})"):
-                data: dict[str, Any] = self.node.tasks(upid).status.get()
+                data: dict[str, Any] = node.tasks(upid).status.get()
             return data if data.get("status") == "stopped" else None
 
         final = poll(stopped, deadline=self.deadline(), what=f"Proxmox task {task_type} to finish")

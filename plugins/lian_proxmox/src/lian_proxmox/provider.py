@@ -1,5 +1,9 @@
 """Proxmox VE compute provider: each runner is a clone of a cloud-init VM template.
 
+One template per architecture (``template_id`` is the amd64 one; ``templates`` adds or
+names others), each cloned on its architecture's node (``nodes``, else ``node``): a
+multi-platform build gets one runner per architecture that has a template.
+
 spawn: next free id -> clone (task; name and description with the labels as JSON) ->
 config (size, cloud-init user/key/network, ciupgrade=0, tags) -> start (task) -> guest
 agent reports an IPv4 -> cloud-init finished -> session host key installed through the
@@ -54,6 +58,10 @@ if grep -qsE '^Include /etc/ssh/sshd_config.d/\*.conf' /etc/ssh/sshd_config; the
   echo sshd_dropins=yes; else echo sshd_dropins=; fi
 """
 
+# OCI architecture -> the VM config's ``arch`` (PVE's enum: x86_64, aarch64).
+PVE_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}
+HOST_ARCHITECTURE = "amd64"  # what template_id names, and the default runner's
+
 _TOKEN_ID = re.compile(r"^[^\s@!=]+@[^\s@!=]+![A-Za-z][A-Za-z0-9._-]*$")
 _TAG_INVALID = re.compile(r"[^a-z0-9_+.-]")
 _DNS_INVALID = re.compile(r"[^a-z0-9-]")
@@ -82,14 +90,33 @@ def _check_positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> No
         )
 
 
+def _check_optional_positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None:
+        _check_positive(_, attribute, value)
+
+
+def _check_architectures(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for arch in value or {}:
+        if arch not in PVE_ARCHITECTURES:
+            raise InvalidInput(
+                f"compute.{attribute.name} names architecture {arch!r}; Proxmox VMs are "
+                f"{' or '.join(PVE_ARCHITECTURES)} (OCI names)",
+                field=f"compute.{attribute.name}.{arch}",
+            )
+
+
 @attrs.frozen(kw_only=True)
 class ProxmoxSettings:
     """``compute = { provider = "proxmox", ... }``."""
 
     host: str = attrs.field(validator=attrs.validators.min_len(1))  # "pve.example:8006"
+    # Where templates live and clones run unless ``nodes`` names another for an arch.
     node: str = attrs.field(validator=attrs.validators.min_len(1))
-    template_id: int = attrs.field(validator=_check_positive)
     token_id: str = attrs.field(validator=_check_token_id)  # "ci@pve!ci"
+    # The amd64 (host) template; ``templates`` may name it instead, and other archs.
+    template_id: int | None = attrs.field(default=None, validator=_check_optional_positive)
+    templates: dict[str, int] | None = attrs.field(default=None, validator=_check_architectures)
+    nodes: dict[str, str] | None = attrs.field(default=None, validator=_check_architectures)
     # A reference ("scheme:rest"), resolved only when the API is called.
     token_ref: str = "env:PROXMOX_TOKEN"  # noqa: S105
     verify_ssl: bool = True
@@ -108,6 +135,69 @@ class ProxmoxSettings:
     wait_timeout_s: float = attrs.field(default=300.0, validator=_check_positive)
     poll_interval: float = attrs.field(default=1.0, validator=_check_positive)
     tiers: tuple[api.Tier, ...] | None = attrs.field(default=None, converter=_tiers)
+
+    @templates.validator
+    def _one_template_per_architecture(
+        self, attribute: attrs.Attribute[Any], value: dict[str, int] | None
+    ) -> None:
+        for arch, vmid in (value or {}).items():
+            if isinstance(vmid, bool) or not isinstance(vmid, int) or vmid <= 0:
+                raise InvalidInput(
+                    f"compute.templates.{arch} must be a VM id (a positive integer), got {vmid!r}",
+                    field=f"compute.templates.{arch}",
+                )
+        given = (value or {}).get(HOST_ARCHITECTURE)
+        if given is not None and self.template_id is not None and given != self.template_id:
+            raise InvalidInput(
+                f"compute.template_id ({self.template_id}) and compute.templates.amd64 "
+                f"({given}) name different amd64 templates; set one of them",
+                field="compute.templates.amd64",
+            )
+        if self.template_id is None and not value:
+            raise InvalidInput(
+                "compute.template_id (or compute.templates) must name a VM template",
+                field="compute.template_id",
+            )
+
+    @nodes.validator
+    def _nodes_have_templates(
+        self, attribute: attrs.Attribute[Any], value: dict[str, str] | None
+    ) -> None:
+        for arch, node in (value or {}).items():
+            if not isinstance(node, str) or not node:
+                raise InvalidInput(
+                    f"compute.nodes.{arch} must be a node name, got {node!r}",
+                    field=f"compute.nodes.{arch}",
+                )
+            if arch not in self.all_templates():
+                raise InvalidInput(
+                    f"compute.nodes.{arch} names a node for {arch}, which has no template "
+                    f"(compute.templates.{arch})",
+                    field=f"compute.nodes.{arch}",
+                )
+
+    def all_templates(self) -> dict[str, int]:
+        """Template VM id per OCI architecture."""
+        found = {} if self.template_id is None else {HOST_ARCHITECTURE: self.template_id}
+        found.update(self.templates or {})
+        return dict(sorted(found.items()))
+
+    def default_architecture(self) -> str:
+        """The runner's architecture when a spawn names none: amd64 if it has a template."""
+        found = self.all_templates()
+        return HOST_ARCHITECTURE if HOST_ARCHITECTURE in found else next(iter(found))
+
+    def node_for(self, architecture: str) -> str:
+        return (self.nodes or {}).get(architecture, self.node)
+
+    def template_field(self, architecture: str) -> str:
+        """The setting that names an architecture's template (for error messages)."""
+        if architecture in (self.templates or {}):
+            return f"compute.templates.{architecture}"
+        return "compute.template_id"
+
+    def all_nodes(self) -> list[str]:
+        return sorted({self.node_for(arch) for arch in self.all_templates()} | {self.node})
 
     @storage.validator
     def _storage_needs_full_clone(
@@ -129,14 +219,38 @@ class ProxmoxProvider(api.ComputeProvider):
     Settings: ClassVar[type[Any]] = ProxmoxSettings
     settings: ProxmoxSettings
 
+    def __init__(self, settings: ProxmoxSettings, secrets: api.SecretLookup) -> None:
+        super().__init__(settings, secrets)
+        # VM id -> node for the VMs this instance made (destroy needs no lookup then).
+        self._placed: dict[int, str] = {}
+        self._node_archs: dict[str, str] = {}  # node -> its kernel's machine (x86_64, ...)
+
     # ------------------------------------------------------------------ no network
 
     def tiers(self) -> Sequence[api.Tier]:
         return self.settings.tiers or DEFAULT_TIERS
 
+    def architectures(self) -> Sequence[str]:
+        # Every architecture with a template runs on its own runner.
+        return tuple(self.settings.all_templates())
+
     def plan(self) -> dict[str, Any]:
         s = self.settings
-        return {"host": s.host, "node": s.node, "template_id": s.template_id, "kind": s.kind}
+        default = s.default_architecture()
+        return {
+            "host": s.host,
+            "node": s.node_for(default),
+            "template_id": s.all_templates()[default],
+            "kind": s.kind,
+            "templates": {arch: self.plan_for(arch) for arch in s.all_templates()},
+        }
+
+    def plan_for(self, architecture: str) -> dict[str, Any]:
+        s = self.settings
+        template = s.all_templates().get(architecture)
+        if template is None:
+            return {}
+        return {"template_id": template, "node": s.node_for(architecture)}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,9 +261,14 @@ class ProxmoxProvider(api.ComputeProvider):
                 'API to write files into a container; use kind = "qemu" with a VM template',
                 field="compute.kind",
             )
-        session = self._session()
+        arch = self._architecture(request)
+        template = self.settings.all_templates()[arch]
+        session = self._session(self.settings.node_for(arch))
+        if request.architecture is not None:
+            self._check_template(session, arch, template)
         created = dt.datetime.now(dt.UTC)
-        vmid = self._clone(session, request, created)
+        vmid = self._clone(session, template, request, created)
+        self._placed[vmid] = session.node_name
         try:
             host = self._configure_and_boot(session, vmid, request)
         except BaseException as exc:
@@ -169,7 +288,56 @@ class ProxmoxProvider(api.ComputeProvider):
             labels=dict(request.labels),
         )
 
-    def _clone(self, session: Session, request: api.SpawnRequest, created: dt.datetime) -> int:
+    def _architecture(self, request: api.SpawnRequest) -> str:
+        arch = request.architecture or self.settings.default_architecture()
+        if arch not in self.settings.all_templates():
+            configured = ", ".join(self.settings.all_templates())
+            raise InvalidInput(
+                f"no Proxmox template for {arch} runners (templates for: {configured}); "
+                f"set compute.templates.{arch}",
+                field=f"compute.templates.{arch}",
+            )
+        return arch
+
+    def _check_template(self, session: Session, arch: str, template: int) -> None:
+        """The template on the node must be a VM of the runner's architecture: an arm64
+        platform built in an x86_64 VM would be emulated (or fail) unasked."""
+        field = self.settings.template_field(arch)
+        try:
+            with session.call(f"GET config of template {template}"):
+                config = self._guest(session, template).config.get()
+        except ApiFailure as exc:
+            if exc.missing:
+                raise InvalidInput(
+                    f"{field}: VM {template} does not exist on node {session.node_name}",
+                    field=field,
+                ) from None
+            raise
+        found = self._vm_architecture(session, config)
+        wanted = PVE_ARCHITECTURES[arch]
+        if found != wanted:
+            raise InvalidInput(
+                f"{field}: VM {template} on node {session.node_name} is an {found} VM, the "
+                f"{arch} runner needs arch {wanted}; name an {wanted} template",
+                field=field,
+            )
+
+    def _vm_architecture(self, session: Session, config: Mapping[str, Any]) -> str:
+        """A VM's ``arch``; without one, PVE runs it as its node's own architecture."""
+        if config.get("arch"):
+            return str(config["arch"])
+        node = session.node_name
+        if node not in self._node_archs:
+            with session.call(f"GET status of node {node}"):
+                status = session.node.status.get()
+            kernel = status.get("current-kernel") or {}
+            # PVE before 7.2 does not report it; those nodes are all x86_64.
+            self._node_archs[node] = str(kernel.get("machine") or "x86_64")
+        return self._node_archs[node]
+
+    def _clone(
+        self, session: Session, template: int, request: api.SpawnRequest, created: dt.datetime
+    ) -> int:
         """Clone the template into a free id and return it.
 
         ``/cluster/nextid`` reserves nothing: another client may clone into the same id
@@ -182,10 +350,12 @@ class ProxmoxProvider(api.ComputeProvider):
         for attempt in range(1, CLONE_ATTEMPTS + 1):
             with session.call("GET /cluster/nextid"):
                 vmid = int(session.api.cluster.nextid.get())
-            log.info("cloning template %s into VM %s (%s)", self.settings.template_id, vmid, name)
+            log.info(
+                "cloning template %s on %s into VM %s (%s)", template, session.node_name, vmid, name
+            )
             try:
                 with session.call("POST clone"):
-                    upid = session.node.qemu(self.settings.template_id).clone.post(
+                    upid = session.node.qemu(template).clone.post(
                         newid=vmid,
                         name=name,
                         # Marks the VM as lian's from its first moment (clone takes no tags).
@@ -272,7 +442,28 @@ class ProxmoxProvider(api.ComputeProvider):
         return config
 
     def destroy(self, runner_id: str) -> None:
-        self._destroy(self._session(), _vmid(runner_id))
+        vmid = _vmid(runner_id)
+        node = self._node_of(vmid)
+        if node is None:
+            log.info("VM %s is already gone", vmid)
+            return
+        self._destroy(self._session(node), vmid)
+        self._placed.pop(vmid, None)
+
+    def _node_of(self, vmid: int) -> str | None:
+        """The configured node a VM is on (None: on none of them). One node: that one."""
+        nodes = self.settings.all_nodes()
+        if vmid in self._placed:
+            return self._placed[vmid]
+        if len(nodes) == 1:
+            return nodes[0]
+        session = self._session(self.settings.node)
+        with session.call("GET /cluster/resources"):
+            resources = session.api.cluster.resources.get(type="vm")
+        for resource in resources:
+            if int(resource.get("vmid", -1)) == vmid and resource.get("node") in nodes:
+                return str(resource["node"])
+        return None
 
     def _destroy(self, session: Session, vmid: int) -> None:
         """Stop (if not stopped) and delete with its disks; a missing VM is success."""
@@ -297,15 +488,16 @@ class ProxmoxProvider(api.ComputeProvider):
     # ------------------------------------------------------------------ reaping, inspection
 
     def list_runners(self, labels: Mapping[str, str]) -> list[api.RunnerInfo]:
-        session = self._session()
+        session = self._session(self.settings.node)
         kind = self.settings.kind
+        nodes = self.settings.all_nodes()
         with session.call("GET /cluster/resources"):
             resources = session.api.cluster.resources.get(type="vm")
         found = []
         for resource in resources:
             if (
                 resource.get("type") != kind
-                or resource.get("node") != self.settings.node
+                or resource.get("node") not in nodes
                 # The tag arrives with the config; a VM killed between clone and
                 # config has only its name and description.
                 or not (
@@ -315,9 +507,10 @@ class ProxmoxProvider(api.ComputeProvider):
             ):
                 continue
             vmid = int(resource["vmid"])
+            on_node = self._session(str(resource["node"]))
             try:
                 with session.call(f"GET config of {vmid}"):
-                    config = self._guest(session, vmid).config.get()
+                    config = self._guest(on_node, vmid).config.get()
             except ApiFailure as exc:
                 if exc.missing:  # destroyed between the two calls
                     continue
@@ -331,10 +524,14 @@ class ProxmoxProvider(api.ComputeProvider):
         return found
 
     def inspect(self, runner_id: str) -> api.RunnerState:
-        session = self._session()
+        vmid = _vmid(runner_id)
+        node = self._node_of(vmid)
+        if node is None:
+            return api.RunnerState(exists=False)
+        session = self._session(node)
         try:
             with session.call("GET status/current"):
-                status = self._guest(session, _vmid(runner_id)).status.current.get()
+                status = self._guest(session, vmid).status.current.get()
         except ApiFailure as exc:
             if exc.missing:
                 return api.RunnerState(exists=False)
@@ -344,13 +541,38 @@ class ProxmoxProvider(api.ComputeProvider):
     # ------------------------------------------------------------------ runner-image check
 
     def check_runner_image(self, options: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Check the template: its config (cloud-init drive), then a throwaway clone booted
-        the way a build boots one (guest agent, cloud-init, host key through sshd's
-        drop-ins), probed through the agent for sshd, rsync and a builder; destroyed."""
+        """Check each template (``options["architecture"]``: only that one): its config
+        (cloud-init drive, template flag, architecture), then a throwaway clone booted the
+        way a build boots one (guest agent, cloud-init, host key through sshd's drop-ins),
+        probed through the agent for sshd, rsync and a builder; destroyed.
+
+        One template: its facts. Several: each under ``templates``, with every problem
+        and warning also at the top, prefixed with its architecture."""
+        archs = list(self.settings.all_templates())
+        wanted = (options or {}).get("architecture")
+        if wanted:
+            if wanted not in archs:
+                raise InvalidInput(
+                    f"no Proxmox template for {wanted} (templates for: {', '.join(archs)})",
+                    field="architecture",
+                )
+            archs = [wanted]
+        results = [self._check_template_image(arch) for arch in archs]
+        if len(results) == 1:
+            return results[0]
+        return {
+            "templates": results,
+            "booted": all(r["booted"] for r in results),
+            "problems": [f"{r['architecture']}: {p}" for r in results for p in r["problems"]],
+            "warnings": [f"{r['architecture']}: {w}" for r in results for w in r["warnings"]],
+        }
+
+    def _check_template_image(self, arch: str) -> dict[str, Any]:
         s = self.settings
-        session = self._session()
+        template = s.all_templates()[arch]
+        session = self._session(s.node_for(arch))
         with session.call("GET template config"):
-            config = self._guest(session, s.template_id).config.get()
+            config = self._guest(session, template).config.get()
         problems: list[str] = []
         warnings: list[str] = []
         drives = sorted(
@@ -358,23 +580,32 @@ class ProxmoxProvider(api.ComputeProvider):
         )
         if not drives:
             problems.append(
-                f"VM {s.template_id} has no cloud-init drive "
-                f"(qm set {s.template_id} --ide2 <storage>:cloudinit)"
+                f"VM {template} has no cloud-init drive "
+                f"(qm set {template} --ide2 <storage>:cloudinit)"
             )
         if str(config.get("template", "0")) != "1":
             (warnings if s.full_clone else problems).append(
-                f"VM {s.template_id} is not a template: linked clones need one "
-                f"(qm template {s.template_id}), or set full_clone = true"
+                f"VM {template} is not a template: linked clones need one "
+                f"(qm template {template}), or set full_clone = true"
+            )
+        vm_arch = self._vm_architecture(session, config)
+        if vm_arch != PVE_ARCHITECTURES[arch]:
+            problems.append(
+                f"VM {template} is an {vm_arch} VM, but {s.template_field(arch)} names the "
+                f"{arch} template (arch {PVE_ARCHITECTURES[arch]})"
             )
         result: dict[str, Any] = {
-            "template_id": s.template_id,
+            "architecture": arch,
+            "node": session.node_name,
+            "template_id": template,
             "name": config.get("name"),
+            "vm_arch": vm_arch,
             "cloud_init_drives": drives,
         }
         if problems:  # a clone could not boot as a runner: say why without trying
             return {**result, "booted": False, "tools": {}, "problems": problems,
                     "warnings": warnings}  # fmt: skip
-        tools = self._probe_clone(session)
+        tools = self._probe_clone(session, arch)
         for tool in ("sshd", "rsync"):
             if not tools.get(tool):
                 problems.append(f"no {tool} in the template")
@@ -394,14 +625,14 @@ class ProxmoxProvider(api.ComputeProvider):
         return {**result, "booted": True, "tools": tools, "problems": problems,
                 "warnings": warnings}  # fmt: skip
 
-    def _probe_clone(self, session: Session) -> dict[str, str]:
+    def _probe_clone(self, session: Session, arch: str) -> dict[str, str]:
         now = dt.datetime.now(dt.UTC)
         expires = now + dt.timedelta(minutes=30)
         session_id = "check" + secrets.token_hex(4)
         request = api.SpawnRequest(
             session_id=session_id,
             workspace=CHECK_WORKSPACE,
-            tier=self.tiers()[0],
+            tier=self.tiers_for(arch)[0],
             labels={
                 "lian.managed": "true",
                 "lian.session": session_id,
@@ -412,6 +643,7 @@ class ProxmoxProvider(api.ComputeProvider):
             host_key=_throwaway_key(),
             runner_image=None,
             expires_at=expires,
+            architecture=arch,
         )
         runner = self.spawn(request)
         try:
@@ -425,11 +657,11 @@ class ProxmoxProvider(api.ComputeProvider):
             )
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def _session(self) -> Session:
+    def _session(self, node: str | None = None) -> Session:
         s = self.settings
         return Session(
             host=s.host,
-            node=s.node,
+            node=node or s.node,
             token_id=s.token_id,
             token=self.secrets(s.token_ref),
             verify_ssl=s.ca_file or s.verify_ssl,
