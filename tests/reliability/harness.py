@@ -822,9 +822,19 @@ class PlatformGate:
                 if arch in self.hold:
                     self.release.wait(300)
 
-    def wait_arrived(self, *archs: str, timeout: float = 300) -> None:
-        for arch in archs:
-            assert self.arrived[arch].wait(timeout), f"{arch} never started its build"
+    def wait_arrived(self, case: Case, *archs: str, timeout: float = 180) -> None:
+        """Until each platform is held in its build; fails at once when lian ended."""
+        deadline = time.monotonic() + timeout
+        while not all(self.arrived[arch].is_set() for arch in archs):
+            assert case.proc is not None
+            alive = case.proc.poll() is None
+            if not alive:
+                case.finish()  # its envelope and last stderr lines say why
+            assert alive and time.monotonic() < deadline, (
+                f"{[a for a in archs if not self.arrived[a].is_set()]} never started its "
+                f"build (lian {'running' if alive else 'ended'}):\n{case.stdout}\n{case.stderr}"
+            )
+            time.sleep(0.1)
 
 
 def platform_context(tmp: Path, base: str) -> Path:

@@ -117,7 +117,7 @@ def test_mp_signal_while_both_build(
     collector = nats_collector(nats_server.url, "lian.>")
     case, gate = _start(new_case, e2e, set(ARCHS), ["--nats-url", nats_server.url])
     try:
-        gate.wait_arrived(*ARCHS)  # both runners are inside their build step
+        gate.wait_arrived(case, *ARCHS)  # both runners are inside their build step
         case.signal(signum)
         case.finish()
     finally:
@@ -144,7 +144,7 @@ def test_mp_signal_while_both_build(
 def test_mp_second_sigint_during_cleanup(new_case: Any, e2e: Any, arm64_ready: None) -> None:
     case, gate = _start(new_case, e2e, set(ARCHS))
     try:
-        gate.wait_arrived(*ARCHS)
+        gate.wait_arrived(case, *ARCHS)
         case.signal(signal.SIGINT)
         # The coordinator's cleanup has begun: it destroys the runners one by one.
         assert case.wait_for(": destroyed runner "), case.stderr
@@ -160,7 +160,7 @@ def test_mp_sigint_after_one_platform_pushed(new_case: Any, e2e: Any, arm64_read
     its build: the index is not assembled, the requested tag never appears."""
     case, gate = _start(new_case, e2e, {"arm64"})
     try:
-        gate.wait_arrived("arm64")
+        gate.wait_arrived(case, "arm64")
         assert case.wait_for("[linux/amd64] destroy done"), case.stderr
         case.signal(signal.SIGINT)
         case.finish()
@@ -191,7 +191,7 @@ def test_mp_sigkill_then_reap_finds_both_runners(
 ) -> None:
     case, gate = _start(new_case, e2e, set(ARCHS))
     try:
-        gate.wait_arrived(*ARCHS)
+        gate.wait_arrived(case, *ARCHS)
         case.signal(signal.SIGKILL)
         case.finish()
         assert case.returncode == -signal.SIGKILL
