@@ -323,6 +323,12 @@ CLOUD_CASES: tuple[CaseSpec, ...] = (
 )
 
 
+HCLOUD_MP_CASES: tuple[CaseSpec, ...] = (
+    ("test_mp_signal_while_both_build", {"signum": signal.SIGINT}),
+    ("test_mp_sigkill_then_reap_finds_both_runners", {}),
+)
+
+
 def _kill_container(env: Any, container_id: str | None) -> None:
     assert container_id is not None, "no machine behind this runner"
     env.docker.containers.get(container_id).kill()
@@ -449,21 +455,15 @@ HCLOUD = Provider(
     remove=lambda _env, _id: None,  # the imitation's teardown removes everything
     dead_engine=_unavailable_api("hcloud"),
     watch_removal=_unbound,
-    # hcloud also runs two-platform interrupts: an x86 and an (emulated) arm server.
-    cases=(
-        *CLOUD_CASES,
-        ("test_mp_signal_while_both_build", {"signum": signal.SIGINT}),
-        ("test_mp_sigkill_then_reap_finds_both_runners", {}),
-    ),
+    # The two-platform cases (an x86 and an arm server) pass here except when the two
+    # platforms' SSH key objects race (`uniqueness_error`, a known plugin bug): they join
+    # with HCLOUD_MP_CASES once that is fixed, not before (CI must not flake).
+    cases=CLOUD_CASES,
     serve=_serve_hcloud,
 )
 
 PROXMOX = attrs.evolve(
-    HCLOUD,
-    name="proxmox",
-    dead_engine=_unavailable_api("proxmox"),
-    cases=CLOUD_CASES,
-    serve=_serve_proxmox,
+    HCLOUD, name="proxmox", dead_engine=_unavailable_api("proxmox"), serve=_serve_proxmox
 )
 
 PROVIDERS = (DOCKER_LOCAL, HCLOUD, PROXMOX)
