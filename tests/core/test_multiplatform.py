@@ -277,3 +277,30 @@ def test_the_build_cost_is_the_sum_of_the_platforms_only_when_each_is_known():
     assert total["cost"]["platforms"] == {"linux/amd64": 0.0048, "linux/arm64": 0.0061}
     assert "cost" not in multiplatform._total_usage([priced[0], arm])  # one unpriced
     assert multiplatform._total_usage([{"platform": "linux/amd64"}]) == {}
+
+
+def test_a_signal_is_each_platforms_reason_to_stop() -> None:
+    from lian_build.errors import Cancelled, TimeBudgetExceeded
+    from lian_build.multiplatform import _stop_reason
+
+    signal = Cancelled(
+        "cancelled by SIGTERM; the runner was destroyed", details={"signal": "SIGTERM"}
+    )
+    assert _stop_reason(signal) == "lian received SIGTERM"
+    assert _stop_reason(TimeBudgetExceeded("late")) == "the build ran past its time budget"
+
+
+def test_the_platform_lifecycle_keeps_every_connections_cancel() -> None:
+    """The coordinator stops a platform's SSH command through these before it destroys
+    the runner (else the thread reports a lost connection, not a cancel)."""
+    from lian_build.multiplatform import PlatformLifecycle
+
+    stopped: list[str] = []
+    lifecycle = PlatformLifecycle()
+    with lifecycle.deferred(lambda: stopped.append("first")):
+        pass
+    with lifecycle.deferred(lambda: stopped.append("second")):
+        pass
+    for cancel in lifecycle.cancels:
+        cancel()
+    assert stopped == ["first", "second"]

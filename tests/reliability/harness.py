@@ -323,6 +323,12 @@ CLOUD_CASES: tuple[CaseSpec, ...] = (
 )
 
 
+HCLOUD_MP_CASES: tuple[CaseSpec, ...] = (
+    ("test_mp_signal_while_both_build", {"signum": signal.SIGINT}),
+    ("test_mp_sigkill_then_reap_finds_both_runners", {}),
+)
+
+
 def _kill_container(env: Any, container_id: str | None) -> None:
     assert container_id is not None, "no machine behind this runner"
     env.docker.containers.get(container_id).kill()
@@ -449,6 +455,9 @@ HCLOUD = Provider(
     remove=lambda _env, _id: None,  # the imitation's teardown removes everything
     dead_engine=_unavailable_api("hcloud"),
     watch_removal=_unbound,
+    # The two-platform cases (an x86 and an arm server) pass here except when the two
+    # platforms' SSH key objects race (`uniqueness_error`, a known plugin bug): they join
+    # with HCLOUD_MP_CASES once that is fixed, not before (CI must not flake).
     cases=CLOUD_CASES,
     serve=_serve_hcloud,
 )
@@ -619,7 +628,7 @@ class Case:
 
     # ------------------------------------------------------------- what every case checks
 
-    def sweep(self) -> None:
+    def sweep(self) -> dict[str, Any]:
         """The design's own sweep: `lian reap` for this workspace, never --all."""
         reap = subprocess.run(
             [
@@ -630,6 +639,7 @@ class Case:
             capture_output=True, text=True, env=self.environ(), timeout=120, check=False,
         )  # fmt: skip
         assert reap.returncode == 0, reap.stderr
+        return dict(json.loads(reap.stdout))
 
     def runners_left(self) -> list[str]:
         """The workspace's runners, and whatever else they left on the provider."""
@@ -678,3 +688,159 @@ def all_cases(tmp: Path, count: int) -> Iterator[Path]:
         path = tmp / f"case{index}"
         path.mkdir()
         yield path
+
+
+# ----------------------------------------------------------------- multi-platform builds
+
+
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def _tar_gz(name: str, data: bytes) -> tuple[bytes, str]:
+    """A one-file layer: the gzipped tar and its diff_id (digest of the plain tar)."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    plain = raw.getvalue()
+    return gzip.compress(plain, mtime=0), "sha256:" + hashlib.sha256(plain).hexdigest()
+
+
+@attrs.define
+class PlatformGate:
+    """A two-platform base image, and a gate that holds each runner's pull of it.
+
+    The base is pushed straight through the registry's API (a one-file layer per
+    architecture, no build), so the app's Dockerfile needs no RUN step. A runner's
+    builder pulls its platform's manifest (by digest) at the start of its build phase;
+    the gate, installed as the registry proxy's ``on_request``, marks that platform
+    as arrived and, for the platforms in ``hold``, keeps the request until
+    ``release``: a platform held there is provably building, and stays so. Requests of
+    lian itself (python-httpx) pass.
+    """
+
+    repository: str
+    digests: dict[str, str]  # architecture -> its manifest's digest
+    hold: set[str] = attrs.field(factory=set)
+    arrived: dict[str, threading.Event] = attrs.field(factory=dict)
+    release: threading.Event = attrs.field(factory=threading.Event)
+
+    @classmethod
+    def push(cls, registry_url: str, repository: str) -> PlatformGate:
+        import hashlib
+
+        import httpx
+
+        def blob(data: bytes) -> str:
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            start = httpx.post(f"{registry_url}/v2/{repository}/blobs/uploads/", timeout=30)
+            start.raise_for_status()
+            location = start.headers["Location"]
+            if location.startswith("/"):
+                location = registry_url + location
+            sep = "&" if "?" in location else "?"
+            done = httpx.put(f"{location}{sep}digest={digest}", content=data, timeout=30)
+            done.raise_for_status()
+            return digest
+
+        def manifest(ref: str, media_type: str, body: bytes) -> None:
+            url = f"{registry_url}/v2/{repository}/manifests/{ref}"
+            put = httpx.put(url, content=body, headers={"Content-Type": media_type}, timeout=30)
+            put.raise_for_status()
+
+        entries, digests = [], {}
+        for platform in PLATFORMS:
+            arch = platform.split("/")[1]
+            layer, diff_id = _tar_gz("base-arch.txt", f"{arch}\n".encode())
+            config = json.dumps(
+                {
+                    "architecture": arch,
+                    "os": "linux",
+                    "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                }
+            ).encode()
+            body = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": blob(config),
+                        "size": len(config),
+                    },
+                    "layers": [
+                        {
+                            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": blob(layer),
+                            "size": len(layer),
+                        }
+                    ],
+                }
+            ).encode()
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            manifest(digest, "application/vnd.oci.image.manifest.v1+json", body)
+            digests[arch] = digest
+            entries.append(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest,
+                    "size": len(body),
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+            )
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": entries,
+            }
+        ).encode()
+        manifest("1", "application/vnd.oci.image.index.v1+json", index)
+        return cls(
+            repository=repository,
+            digests=digests,
+            arrived={arch: threading.Event() for arch in digests},
+        )
+
+    def reference(self, host: str) -> str:
+        return f"{host}/{self.repository}:1"
+
+    def on_request(self, method: str, path: str, head: str) -> None:
+        if method not in ("GET", "HEAD") or "python-httpx" in head.lower():
+            return
+        for arch, digest in self.digests.items():
+            if path == f"/v2/{self.repository}/manifests/{digest}":
+                self.arrived[arch].set()
+                if arch in self.hold:
+                    self.release.wait(300)
+
+    def wait_arrived(self, case: Case, *archs: str, timeout: float = 180) -> None:
+        """Until each platform is held in its build; fails at once when lian ended."""
+        deadline = time.monotonic() + timeout
+        while not all(self.arrived[arch].is_set() for arch in archs):
+            assert case.proc is not None
+            alive = case.proc.poll() is None
+            if not alive:
+                case.finish()  # its envelope and last stderr lines say why
+            assert alive and time.monotonic() < deadline, (
+                f"{[a for a in archs if not self.arrived[a].is_set()]} never started its "
+                f"build (lian {'running' if alive else 'ended'}):\n{case.stdout}\n{case.stderr}"
+            )
+            time.sleep(0.1)
+
+
+def platform_context(tmp: Path, base: str) -> Path:
+    """COPY only (no RUN: the arm64 runner is emulated)."""
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY hello.txt /hello.txt\n")
+    (ctx / "hello.txt").write_text("hello\n")
+    return ctx

@@ -20,18 +20,19 @@ build falls back to one runner that builds every platform (foreign ones emulated
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from lian_build import api, cache, model, oci, oom
-from lian_build.errors import BuildFailed, Cancelled, LianError, RegistryError
+from lian_build.errors import BuildFailed, Cancelled, LianError, RegistryError, TimeBudgetExceeded
 from lian_build.events import EventBus
 from lian_build.lifecycle import Lifecycle
 from lian_build.pipeline import BuildPipeline, event_settings, run_build
@@ -257,6 +258,23 @@ class PlatformProgress(Progress):
             self._parent._print(self._prefix + text)
 
 
+class PlatformLifecycle(Lifecycle):
+    """A platform thread's lifecycle (never installed). It keeps every SSH connection's
+    cancel flag, so the coordinator can stop the command running there before it
+    destroys the runner: the thread then sees ``Cancelled`` (no credential removal over
+    a dead connection, no "lost the SSH connection" warning) instead of a lost runner."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancels: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def deferred(self, notify: Callable[[], None]) -> Iterator[None]:
+        self.cancels.append(notify)  # only sets a flag: safe from another thread
+        with super().deferred(notify):
+            yield
+
+
 class PlatformPipeline(BuildPipeline):
     """A single-platform pipeline that stops when the coordinator cancels it."""
 
@@ -267,11 +285,12 @@ class PlatformPipeline(BuildPipeline):
         self.target = target
         self.architecture = target.architecture
         self.cancel = cancel
+        self.cancel_reason = "another platform failed"
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
             raise Cancelled(
-                f"{self.target.platform}: cancelled because another platform failed",
+                f"{self.target.platform}: cancelled because {self.cancel_reason}",
                 details={"platform": self.target.platform},
             )
 
@@ -375,7 +394,7 @@ class MultiPlatformBuild:
                 host,
                 store,
                 PlatformProgress(progress, target.platform, print_lock),
-                Lifecycle(),  # never installed: signals reach the coordinator's thread
+                PlatformLifecycle(),  # signals reach the coordinator's thread
                 client_key=client_key,
                 events=PlatformEvents(self.events, target.platform, event_lock),
                 target=target,
@@ -477,16 +496,22 @@ class MultiPlatformBuild:
                         )
                         self.cancel.set()
                 if self.cancel.is_set():
+                    self._stop_commands(pending.values())
                     self._destroy_runners(run for run in pending.values())
-        except BaseException:
+        except BaseException as exc:
             # A signal or the time budget in this (the main) thread: stop every platform.
+            for run in self.runs:
+                run.pipeline.cancel_reason = _stop_reason(exc)
             self.cancel.set()
             with self.lifecycle.shielded():
                 while pending:
+                    self._stop_commands(pending.values())
                     self._destroy_runners(pending.values())
                     done, _ = futures.wait(pending, timeout=KILL_POLL_S)
                     for future in done:
                         pending.pop(future)
+            if isinstance(exc, LianError):
+                self._name_stopped(exc)
             raise
         finally:
             pool.shutdown(wait=False)
@@ -500,6 +525,30 @@ class MultiPlatformBuild:
             run.error = exc
         finally:
             run.finished = time.monotonic()
+
+    @staticmethod
+    def _stop_commands(runs: Any) -> None:
+        """Stop the SSH command of each platform at its next poll, before its runner goes."""
+        for run in runs:
+            lifecycle = run.pipeline.lifecycle
+            for cancel in getattr(lifecycle, "cancels", ()):
+                cancel()
+
+    def _name_stopped(self, exc: LianError) -> None:
+        """A signal or the budget: say which platforms it stopped, and that no index was
+        pushed (a platform that finished is only under its staging tag)."""
+        statuses = [r.status() for r in self.runs]
+        stopped = [s["platform"] for s in statuses if s["state"] != "succeeded"]
+        staged = {s["platform"]: s["pushed"] for s in statuses if "pushed" in s}
+        cause = exc.message.split(";")[0]
+        exc.message = (
+            f"{cause}; stopped {', '.join(stopped) or 'no platform'} and destroyed every "
+            "runner; no index was pushed"
+        )
+        if staged:
+            exc.message += " (only under the staging tags " + ", ".join(staged.values()) + ")"
+        exc.args = (exc.message,)
+        exc.details = {**exc.details, "cancelled": stopped, "staged": staged}
 
     def _destroy_runners(self, runs: Any) -> None:
         """Destroy every runner of the given platforms' sessions (by label)."""
@@ -573,6 +622,15 @@ class MultiPlatformBuild:
             ),
             duration_s=round(time.monotonic() - self.started, 3),
         )
+
+
+def _stop_reason(exc: BaseException) -> str:
+    """Why the coordinator stopped every platform, as a platform's message says it."""
+    if isinstance(exc, Cancelled) and "signal" in exc.details:
+        return f"lian received {exc.details['signal']}"
+    if isinstance(exc, TimeBudgetExceeded):
+        return "the build ran past its time budget"
+    return f"lian stopped ({type(exc).__name__})"
 
 
 def _total_usage(statuses: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
