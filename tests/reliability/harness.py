@@ -455,15 +455,17 @@ HCLOUD = Provider(
     remove=lambda _env, _id: None,  # the imitation's teardown removes everything
     dead_engine=_unavailable_api("hcloud"),
     watch_removal=_unbound,
-    # The two-platform cases (an x86 and an arm server) pass here except when the two
-    # platforms' SSH key objects race (`uniqueness_error`, a known plugin bug): they join
-    # with HCLOUD_MP_CASES once that is fixed, not before (CI must not flake).
-    cases=CLOUD_CASES,
+    # Plus two two-platform cases: an x86 and an arm server.
+    cases=CLOUD_CASES + HCLOUD_MP_CASES,
     serve=_serve_hcloud,
 )
 
 PROXMOX = attrs.evolve(
-    HCLOUD, name="proxmox", dead_engine=_unavailable_api("proxmox"), serve=_serve_proxmox
+    HCLOUD,
+    name="proxmox",
+    dead_engine=_unavailable_api("proxmox"),
+    serve=_serve_proxmox,
+    cases=CLOUD_CASES,  # its two-platform build has its own e2e test
 )
 
 PROVIDERS = (DOCKER_LOCAL, HCLOUD, PROXMOX)

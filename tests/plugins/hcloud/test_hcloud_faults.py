@@ -134,6 +134,29 @@ def test_key_orphan_of_the_same_session_is_replaced(fake_hcloud, provider, make_
     provider.destroy(runner.id)
 
 
+def test_key_object_clashed_with_and_gone_before_the_lookup_is_created_again(
+    fake_hcloud, provider, make_request
+):
+    # Two platforms of one build upload the same key: the other platform's object made
+    # our create fail, and it deleted that object before we looked it up.
+    fake_hcloud.fail_next(
+        "POST",
+        "/ssh_keys",
+        status=409,
+        code="uniqueness_error",
+        message="SSH key with the same public key already exists",
+        details={"fields": [{"name": "public_key"}]},
+    )
+
+    runner = provider.spawn(make_request())
+
+    assert len(fake_hcloud.requests_to("POST", "/ssh_keys")) == 2
+    (created,) = fake_hcloud.requests_to("POST", "/servers")
+    assert len(created.body["ssh_keys"]) == 1
+    assert fake_hcloud.ssh_keys == {}  # ours, deleted once the server was created
+    provider.destroy(runner.id)
+
+
 def test_key_name_of_someone_else_is_left_alone(fake_hcloud, provider, make_request):
     foreign = fake_hcloud.add_ssh_key("lian-s1a2b3", generate_client_key().public_openssh)
 

@@ -481,17 +481,26 @@ class HcloudProvider(api.ComputeProvider):
         kept = (MANAGED_LABEL, SESSION_LABEL, EXPIRES_LABEL)
         ours = {k: v for k, v in labels.items() if k in kept}
         self._sweep_expired_keys(client)
-        try:
-            key = client.ssh_keys.create(name=name, public_key=public_key.strip(), labels=ours)
-        except APIException as exc:
-            if exc.code != "uniqueness_error":
-                raise
-            existing = client.ssh_keys.get_by_fingerprint(_fingerprint(public_key))
-            if existing is not None:
-                log.info("using the existing ssh key object %s for this key", existing.id)
-                yield existing
-                return
-            key = self._replace_key_orphan(client, name, public_key, ours, exc)
+        for attempt in range(KEY_RACE_ATTEMPTS):
+            try:
+                key = client.ssh_keys.create(name=name, public_key=public_key.strip(), labels=ours)
+                break
+            except APIException as exc:
+                if exc.code != "uniqueness_error":
+                    raise
+                existing = client.ssh_keys.get_by_fingerprint(_fingerprint(public_key))
+                if existing is not None:
+                    log.info("using the existing ssh key object %s for this key", existing.id)
+                    yield existing
+                    return
+                if client.ssh_keys.get_by_name(name) is not None:
+                    key = self._replace_key_orphan(client, name, public_key, ours, exc)
+                    break
+                # The clashing object (a concurrent build's, same key) was deleted between
+                # our create and our lookup: create again.
+                if attempt + 1 == KEY_RACE_ATTEMPTS:
+                    raise
+                log.info("the ssh key object this key clashed with is gone; creating again")
         try:
             yield key
         finally:
